@@ -1,0 +1,28 @@
+# Two commands for a fresh machine with Python 3.10+ and make: `make demo`, `make test`.
+# Each creates .venv and installs jadam with what it needs (pinned by constraints.txt) on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Exact versions the suite was last run with (on Python 3.11); `make CONSTRAINTS= test` drops them.
+CONSTRAINTS ?= constraints.txt
+
+.PHONY: demo test lint clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[examples,test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/quickstart.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check jadam tests examples
+
+test: lint
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,169 @@
+"""Hyperparameters: validated once, held as float32, opaque to the compiler.
+
+Every hyperparameter of every jadam optimizer goes through this module:
+
+* At construction, :func:`scalar` checks a concrete value (a Python number, a NumPy scalar or a
+  concrete ``jax.Array``) and raises ``ValueError`` naming the call and the argument, for example
+  ``jadam.adam(b1=1.5): b1 must be in [0, 1), got 1.5``. A traced value (under ``jit``, ``vmap``
+  or ``grad``) cannot be inspected and is accepted as it is, so sweeps keep working.
+* Every value becomes a float32 scalar. Quantities derived from it, such as ``1 - b1``, are
+  computed from that float32 value inside the step, never in Python float64.
+* At update time, :func:`opaque` passes the values through ``lax.optimization_barrier``. XLA then
+  cannot treat a fixed hyperparameter as a compile-time constant. Without this, a division such as
+  ``x / b`` by a constant ``b`` is rewritten into ``x * (1 / b)``, which rounds differently. With
+  it, the compiled step is the same whether the value was a Python float or a traced array, so the
+  results are bit-identical. That is what makes a ``jax.vmap`` over hyperparameters an honest
+  sweep.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, TypeAlias
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+Scalar: TypeAlias = float | int | np.floating | np.integer | jax.Array | np.ndarray
+"""A hyperparameter value: a Python or NumPy number, or a scalar array (possibly traced)."""
+
+Schedule: TypeAlias = Callable[[jax.Array], Any]
+"""A function of the step count (0 for the first update), such as an optax schedule."""
+
+ScalarOrSchedule: TypeAlias = Scalar | Schedule
+
+F32: TypeAlias = np.float32 | jax.Array
+"""A validated hyperparameter: a NumPy float32 for fixed values, a float32 ``jax.Array`` else."""
+
+
+def is_traced(value: Any) -> bool:
+    """Whether ``value`` is an abstract value inside a transformation, which we cannot inspect."""
+    return isinstance(value, jax.core.Tracer)
+
+
+def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
+    if high == math.inf:
+        return f"{'>' if low_open else '>='} {low:g}"
+    left = "(" if low_open else "["
+    right = ")" if high_open else "]"
+    return f"in {left}{low:g}, {high:g}{right}"
+
+
+def scalar(
+    fn: str,
+    name: str,
+    value: Any,
+    *,
+    low: float = 0.0,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> F32:
+    """Validates a scalar hyperparameter and returns it as float32.
+
+    Args:
+      fn: the public name of the call, for the message, e.g. ``"jadam.adam"``.
+      name: the argument's name.
+      value: what the user passed.
+      low, high: the allowed interval; ``low_open`` and ``high_open`` exclude its ends.
+
+    Returns:
+      ``np.float32`` for a concrete number, a float32 ``jax.Array`` for an array or tracer.
+
+    Raises:
+      ValueError: naming ``fn`` and ``name``, if the value is not a real number, is not a scalar,
+        is not finite, or lies outside the interval.
+    """
+
+    def fail(why: str) -> ValueError:
+        return ValueError(f"{fn}({name}={value!r}): {name} {why}")
+
+    if value is None or isinstance(value, (str, bytes, bool, np.bool_)):
+        raise fail(f"must be a real number, got {type(value).__name__}")
+    if isinstance(value, (jax.Array, np.ndarray, np.generic)):
+        if np.shape(value) != ():
+            raise fail(
+                f"must be a scalar, got an array of shape {np.shape(value)}; "
+                "to sweep values, jax.vmap over a function that builds the optimizer"
+            )
+        dtype = jnp.dtype(value.dtype)
+        if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+            raise fail(f"must be a real number, got an array of dtype {dtype}")
+        if is_traced(value):
+            return jnp.asarray(value).astype(jnp.float32)
+        concrete = float(np.asarray(value, dtype=np.float64))
+    elif isinstance(value, (int, float, np.number)):
+        concrete = float(value)
+    else:
+        raise fail(f"must be a real number, got {type(value).__name__}")
+
+    if not math.isfinite(concrete):
+        raise fail(f"must be finite, got {concrete}")
+    inside_low = concrete > low if low_open else concrete >= low
+    inside_high = concrete < high if high_open else concrete <= high
+    if not (inside_low and inside_high):
+        raise fail(f"must be {_interval(low, high, low_open, high_open)}, got {concrete:g}")
+    if isinstance(value, jax.Array):
+        return value.astype(jnp.float32)
+    return np.float32(concrete)
+
+
+def scalar_or_schedule(
+    fn: str, name: str, value: Any, **interval: Any
+) -> F32 | Schedule:
+    """Like :func:`scalar`, but a callable is taken as a schedule of the step count.
+
+    A schedule cannot be checked before it is called; its values are converted to float32 at
+    each step by :func:`value_at`.
+    """
+    if callable(value) and not isinstance(value, (jax.Array, np.ndarray)):
+        return value
+    return scalar(fn, name, value, **interval)
+
+
+def value_at(value: F32 | Schedule, count: jax.Array) -> jax.Array:
+    """The float32 value of a fixed hyperparameter or of a schedule at ``count``."""
+    if callable(value) and not isinstance(value, (jax.Array, np.ndarray)):
+        return jnp.asarray(value(count)).astype(jnp.float32)
+    return jnp.asarray(value, dtype=jnp.float32)
+
+
+def opaque(tree: Any) -> Any:
+    """Hides float32 hyperparameters from XLA's constant folding (see the module docstring)."""
+    return lax.optimization_barrier(jax.tree.map(jnp.asarray, tree))
+
+
+def is_zero(value: F32 | Schedule) -> bool:
+    """Whether a hyperparameter is known, before tracing, to be exactly zero."""
+    return isinstance(value, np.floating) and float(value) == 0.0
+
+
+
+def learning_rate(fn: str, value: Any) -> F32 | Schedule:
+    """Validates a learning rate: a finite number >= 0, a scalar array, or a schedule.
+
+    ``None`` is refused (optax's ``adam(None)`` silently ascends); so is a negative rate, which
+    would train uphill.
+    """
+    if value is None:
+        raise ValueError(
+            f"{fn}(learning_rate=None): learning_rate must be a number >= 0 or a schedule "
+            "(a function of the step count)"
+        )
+    return scalar_or_schedule(fn, "learning_rate", value)
+
+
+def float_dtype(fn: str, name: str, value: Any) -> np.dtype | None:
+    """Validates an optional state dtype such as ``mu_dtype``: ``None`` or a floating dtype."""
+    if value is None:
+        return None
+    try:
+        dtype = jnp.dtype(value)
+    except TypeError as e:
+        raise ValueError(f"{fn}({name}={value!r}): {name} is not a dtype") from e
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"{fn}({name}={value!r}): {name} must be a floating dtype, got {dtype}")
+    return dtype

@@ -1,0 +1,233 @@
+"""Layouts: how a rule's elementwise math is applied to a pytree of parameters.
+
+:func:`per_leaf` is the plain layout: it maps a :class:`jadam.rule.Rule` over the leaves of the
+gradient tree and returns an optax ``GradientTransformationExtraArgs``. Everything that does not
+depend on the optimizer lives here, once, for every rule:
+
+* the step count (int32, saturating rather than wrapping) and the 1-based float32 step number the
+  bias corrections read;
+* the learning rate, fixed or an optax schedule of the count (0 on the first update);
+* weight decay, coupled (added to the gradient, as in Kingma & Ba and ``torch.optim.Adam``) or
+  decoupled (``-lr * weight_decay * p``, as in Loshchilov & Hutter and ``torch.optim.AdamW``),
+  with an optional mask;
+* ``maximize`` (the gradient is negated first, as in torch.optim);
+* dtypes: each leaf is computed in float32, or float64 where a float64 array is involved; the
+  moments are stored in the dtype ``init`` gave them, and the update has the parameter's dtype
+  (the gradient's when ``params`` is not passed);
+* checks of tree structure, shapes and dtypes, at trace time (free under ``jit``), naming the
+  leaf's key path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jadam import hyperparams
+from jadam.hyperparams import F32, Schedule
+from jadam.rule import Rule, cast_scalars
+
+Mask = Any | Callable[[optax.Params], Any]
+
+
+def per_leaf(
+    rule: Rule,
+    *,
+    fn: str,
+    learning_rate: F32 | Schedule | None = None,
+    weight_decay: F32 | Schedule | None = None,
+    decoupled: bool = False,
+    mask: Mask | None = None,
+    maximize: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+    """Applies ``rule`` to each leaf of a pytree.
+
+    Args:
+      rule: the optimizer's math.
+      fn: the public name of the alias, for error messages, e.g. ``"jadam.adam"``.
+      learning_rate: validated float32 value or schedule; ``None`` returns the rule's direction
+        itself (the ``scale_by_*`` building blocks), otherwise the update is ``-lr * direction``.
+      weight_decay: validated float32 value or schedule; ``None`` for none.
+      decoupled: decoupled (AdamW) rather than coupled (L2 added to the gradient) weight decay.
+      mask: a tree of booleans with the structure of the parameters (or a prefix of it), or a
+        function of the parameters returning one; weight decay applies where it is ``True``.
+      maximize: ascend rather than descend.
+
+    Returns:
+      An optax ``GradientTransformationExtraArgs`` whose state is ``rule.state_type``.
+    """
+    decays = weight_decay is not None and not hyperparams.is_zero(weight_decay)
+    if decays and learning_rate is None and decoupled:
+        raise ValueError(f"{fn}: decoupled weight decay needs a learning rate")
+
+    def init(params: optax.Params) -> Any:
+        for path, p in jax.tree_util.tree_leaves_with_path(params):
+            _check_param(fn, path, p)
+        def zeros(p: Any, dtype: Any) -> jax.Array:
+            return jnp.zeros_like(p, dtype=np.dtype(dtype or jnp.result_type(p)))
+
+        moments = {
+            m.name: jax.tree.map(lambda p, d=m.dtype: zeros(p, d), params) for m in rule.moments
+        }
+        return rule.state_type(count=jnp.zeros([], jnp.int32), **moments)
+
+    def update(
+        updates: optax.Updates,
+        state: Any,
+        params: optax.Params | None = None,
+        **extra_args: Any,
+    ) -> tuple[optax.Updates, Any]:
+        del extra_args
+        if not isinstance(state, rule.state_type):
+            raise TypeError(
+                f"{fn}: update() got a state of type {type(state).__name__}, not the "
+                f"{rule.state_type.__name__} that this optimizer's init() returns; was it "
+                "made by another optimizer, or restored from a checkpoint without a template?"
+            )
+        flat, treedef = jax.tree_util.tree_flatten_with_path(updates)
+        paths = [path for path, _ in flat]
+        grads = [g for _, g in flat]
+        moments = {m.name: _flatten_as(fn, treedef, getattr(state, m.name), f"state.{m.name}")
+                   for m in rule.moments}
+        if params is None:
+            if rule.needs_params or decays:
+                raise ValueError(
+                    f"{fn}: update() needs params (pass tx.update(grads, state, params))"
+                )
+            flat_params: Sequence[Any] = [None] * len(grads)
+        else:
+            flat_params = _flatten_as(fn, treedef, params, "params")
+        decay_leaf = _decay_mask(fn, treedef, updates, params, mask) if decays else None
+
+        count = optax.safe_increment(state.count)
+        hp = dict(rule.hyperparams)
+        if learning_rate is not None:
+            hp["learning_rate"] = hyperparams.value_at(learning_rate, state.count)
+        if decays:
+            hp["weight_decay"] = hyperparams.value_at(weight_decay, state.count)
+        hp = hyperparams.opaque(hp)
+        step_scalars = rule.scalars(hp, count.astype(jnp.float32))
+        if learning_rate is not None:
+            step_scalars["learning_rate"] = hp["learning_rate"]
+        if decays:
+            # Coupled: g + wd * p. Decoupled: the update gets -lr * wd * p.
+            step_scalars["decay"] = (
+                hp["learning_rate"] * hp["weight_decay"] if decoupled else hp["weight_decay"]
+            )
+
+        new_updates = []
+        new_moments: dict[str, list[Any]] = {m.name: [] for m in rule.moments}
+        for i, (path, g, p) in enumerate(zip(paths, grads, flat_params, strict=True)):
+            state_i = {name: leaves[i] for name, leaves in moments.items()}
+            _check_leaf(fn, path, g, p, state_i)
+            u, new = _leaf_update(
+                rule, step_scalars, g, state_i, p,
+                has_lr=learning_rate is not None,
+                decay=decay_leaf is not None and decay_leaf[i],
+                decoupled=decoupled,
+                maximize=maximize,
+            )
+            new_updates.append(u)
+            for name, value in new.items():
+                new_moments[name].append(value)
+
+        new_state = rule.state_type(
+            count=count,
+            **{name: treedef.unflatten(leaves) for name, leaves in new_moments.items()},
+        )
+        return treedef.unflatten(new_updates), new_state
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def _leaf_update(
+    rule: Rule,
+    step_scalars: dict[str, jax.Array],
+    g: jax.Array,
+    state: dict[str, jax.Array],
+    p: jax.Array | None,
+    *,
+    has_lr: bool,
+    decay: bool,
+    decoupled: bool,
+    maximize: bool,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """One leaf: cast in, the rule, learning rate and weight decay, cast out."""
+    wide = any(x is not None and x.dtype == jnp.float64 for x in (g, p, *state.values()))
+    dtype = jnp.float64 if wide else jnp.float32
+    s = cast_scalars(step_scalars, dtype)
+    gc = g.astype(dtype)
+    pc = None if p is None else p.astype(dtype)
+    if maximize:
+        gc = -gc
+    if decay and not decoupled:
+        gc = gc + s["decay"] * pc
+    direction, new = rule.apply(s, gc, {k: v.astype(dtype) for k, v in state.items()}, pc)
+    if has_lr:
+        direction = -s["learning_rate"] * direction
+        if decay and decoupled:
+            direction = direction - s["decay"] * pc
+    out_dtype = g.dtype if p is None else p.dtype
+    return direction.astype(out_dtype), {k: new[k].astype(v.dtype) for k, v in state.items()}
+
+
+def _check_param(fn: str, path: Any, p: Any) -> None:
+    dtype = jnp.result_type(p)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"{fn}: parameter {_where(path)} has dtype {dtype}; only floating-point parameters "
+            "can be optimized. Keep integer or boolean arrays out of the optimized tree, or "
+            "exclude them with optax.masked."
+        )
+
+
+def _check_leaf(
+    fn: str, path: Any, g: Any, p: Any, state: dict[str, jax.Array]
+) -> None:
+    g_dtype = jnp.result_type(g)
+    if not jnp.issubdtype(g_dtype, jnp.floating):
+        raise TypeError(f"{fn}: the gradient at {_where(path)} has dtype {g_dtype}, not a float")
+    shape = jnp.shape(g)
+    others = {"parameter": p, **{f"state.{k}": v for k, v in state.items()}}
+    for what, x in others.items():
+        if x is not None and jnp.shape(x) != shape:
+            raise ValueError(
+                f"{fn}: the gradient at {_where(path)} has shape {shape} but the {what} has "
+                f"shape {jnp.shape(x)}; they must be equal (no broadcasting)"
+            )
+
+
+def _flatten_as(fn: str, treedef: Any, tree: Any, what: str) -> list[Any]:
+    try:
+        return treedef.flatten_up_to(tree)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"{fn}: the gradients and {what} have different tree structures.\n"
+            f"  gradients: {treedef}\n  {what}: {jax.tree.structure(tree)}"
+        ) from e
+
+
+def _decay_mask(
+    fn: str, treedef: Any, updates: Any, params: Any, mask: Mask | None
+) -> list[bool]:
+    if mask is None:
+        return [True] * treedef.num_leaves
+    if callable(mask):
+        mask = mask(params)
+    try:
+        full = jax.tree.map(lambda m, sub: jax.tree.map(lambda _: bool(m), sub), mask, updates)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"{fn}: the weight-decay mask must have the structure of the parameters, or a "
+            f"prefix of it.\n  mask: {jax.tree.structure(mask)}\n  gradients: {treedef}"
+        ) from e
+    return _flatten_as(fn, treedef, full, "mask")
+
+
+def _where(path: Any) -> str:
+    return jax.tree_util.keystr(path) or "the root"

@@ -1,0 +1,92 @@
+"""Rules: an optimizer's math as elementwise functions of arrays.
+
+A rule says which per-element state an optimizer keeps (its :class:`Moment` s) and how one
+gradient array, its state arrays and its parameter array give the update direction and the new
+state. It knows nothing of pytrees, dtypes or learning rates: a layout (see :mod:`jadam.layout`)
+applies it to every leaf of a tree, casts to and from the compute dtype, and handles the step
+count, the learning rate, weight decay and ``maximize``, which are the same for every optimizer.
+
+A rule works in two stages, so that per-step scalars are computed once per step rather than once
+per leaf:
+
+1. ``scalars(hp, t)`` takes the float32 hyperparameters and the 1-based step number ``t`` (a
+   float32 scalar) and returns the scalars the step needs, such as bias corrections.
+2. ``apply(s, g, state, p)`` takes those scalars, the gradient, a mapping from moment name to
+   array and the parameter (or ``None``), all in one compute dtype, and returns the direction and
+   the new moments. It is pure ``jnp`` with no branches on values, so it works on any shape, under
+   ``vmap`` and on any backend.
+
+The small helpers below are the equations several optimizers share, written as in the papers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+from jax.typing import DTypeLike
+
+from jadam.hyperparams import F32
+
+
+class Moment(NamedTuple):
+    """One named per-element state array of a rule.
+
+    Attributes:
+      name: the field of the optimizer's state that holds it, e.g. ``"mu"``.
+      dtype: its dtype; ``None`` means the dtype of the parameter it belongs to.
+    """
+
+    name: str
+    dtype: DTypeLike | None = None
+
+
+class Rule(Protocol):
+    """The math of one optimizer; see the module docstring."""
+
+    #: The per-element state, in the order the state type lists it.
+    moments: tuple[Moment, ...]
+    #: Float32 hyperparameters the rule's math reads (validated by the alias that built it).
+    hyperparams: Mapping[str, F32]
+    #: The NamedTuple type of the state: a ``count`` field, then one field per moment.
+    state_type: type[Any]
+    #: Whether ``apply`` reads the parameter.
+    needs_params: bool
+
+    def scalars(self, hp: Mapping[str, jax.Array], t: jax.Array) -> dict[str, jax.Array]:
+        """The per-step scalars, from the hyperparameters and the 1-based step number."""
+        ...
+
+    def apply(
+        self,
+        s: Mapping[str, jax.Array],
+        g: jax.Array,
+        state: Mapping[str, jax.Array],
+        p: jax.Array | None,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """The update direction and the new moments for one array."""
+        ...
+
+
+def ema(previous: jax.Array, value: jax.Array, decay: jax.Array) -> jax.Array:
+    """An exponential moving average: ``decay * previous + (1 - decay) * value``."""
+    return decay * previous + (1 - decay) * value
+
+
+def bias_correction(decay: jax.Array, t: jax.Array) -> jax.Array:
+    """``1 - decay**t``: the weight an average started at zero has gathered after ``t`` steps.
+
+    Computed as ``-expm1(t * log1p(-(1 - decay)))``. For ``decay`` near 1 and small ``t`` the
+    plain formula subtracts two nearly equal numbers: in float32, one rounding of ``0.999**t``
+    moves ``1 - 0.999**t`` by 6e-5 relative at ``t = 1``. This form keeps every step to a few
+    units in the last place (``1 - decay`` is exact for ``decay`` in [0.5, 1]). It gives 1 for
+    ``decay = 0``, as it should.
+    """
+    return -jnp.expm1(t * jnp.log1p(-(1 - decay)))
+
+
+def cast_scalars(s: Mapping[str, jax.Array], dtype: DTypeLike) -> dict[str, jax.Array]:
+    """The per-step scalars in the compute dtype of one leaf."""
+    return {k: jnp.asarray(v).astype(dtype) for k, v in s.items()}

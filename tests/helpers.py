@@ -1,0 +1,124 @@
+"""Shared test helpers: random parameter trees and step-by-step runs of jadam and references."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+# Leaves of several ranks, one of them empty; gradient scales differ by 1e4 so that eps matters
+# for some leaves and not for others.
+SHAPES = {"scalar": (), "vec": (7,), "mat": (4, 5), "cube": (2, 3, 4), "empty": (0, 3)}
+SCALES = {"scalar": 1.0, "vec": 1e-3, "mat": 1.0, "cube": 10.0, "empty": 1.0}
+
+
+def random_tree(rng: np.random.Generator, dtype: Any = np.float32, scale: bool = False) -> dict:
+    """A nested dict of random arrays with the shapes above, as jax arrays of ``dtype``."""
+    def leaf(name: str) -> jax.Array:
+        x = rng.standard_normal(SHAPES[name]) * (SCALES[name] if scale else 1.0)
+        return jnp.asarray(x, dtype=dtype)
+
+    return {
+        "layer": {"w": leaf("mat"), "b": leaf("vec")},
+        "cube": leaf("cube"),
+        "scalar": leaf("scalar"),
+        "empty": leaf("empty"),
+    }
+
+
+def gradient_sequence(seed: int, steps: int, dtype: Any = np.float32) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    return [random_tree(rng, dtype, scale=True) for _ in range(steps)]
+
+
+def run_jadam(
+    tx: optax.GradientTransformation, params: Any, grads: list[Any]
+) -> tuple[list[Any], list[Any]]:
+    """Runs a jitted update over ``grads``; returns the parameters and states after each step."""
+    step = jax.jit(tx.update)
+    state = tx.init(params)
+    trajectory, states = [], []
+    for g in grads:
+        updates, state = step(g, state, params)
+        params = optax.apply_updates(params, updates)
+        trajectory.append(params)
+        states.append(state)
+    return trajectory, states
+
+
+def run_reference(ref: Any, params: Any, grads: list[Any]) -> list[Any]:
+    """Runs a float64 reference over ``grads``, leaf by leaf; returns the parameters per step."""
+    p = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
+    state = jax.tree.map(ref.init, p)
+    trajectory = []
+    for t, g in enumerate(grads, start=1):
+        out = jax.tree.map(
+            lambda s, g, p, t=t: ref.step(s, np.asarray(g, np.float64), p, t),
+            state, g, p, is_leaf=lambda x: isinstance(x, dict) and "mu" in x,
+        )
+        is_pair = lambda x: isinstance(x, tuple)  # noqa: E731
+        updates = jax.tree.map(lambda o: o[0], out, is_leaf=is_pair)
+        state = jax.tree.map(lambda o: o[1], out, is_leaf=is_pair)
+        p = jax.tree.map(np.add, p, updates)
+        trajectory.append(p)
+    return trajectory
+
+
+def per_step_errors(
+    tx: optax.GradientTransformation, ref: Any, params: Any, grads: list[Any]
+) -> dict[str, float]:
+    """Runs jadam; at each step feeds jadam's own state and parameters to the reference.
+
+    Returns, per output (the update and each moment), the largest normwise error of any leaf:
+    the largest ``|x - ref|`` over the run divided by the largest ``|ref|`` over the run.
+    Normwise, because an elementwise relative error is meaningless where a moving average or a
+    decayed update cancels to nearly zero. Driving the reference from jadam's state keeps rounding
+    from accumulating, so this isolates the error of one step's arithmetic.
+    """
+    step = jax.jit(tx.update)
+    state = tx.init(params)
+    names = [f for f in state._fields if f != "count" and getattr(state, f) is not None]
+    treedef = jax.tree.structure(params)
+    n = treedef.num_leaves
+    err = {k: np.zeros(n) for k in ["update", *names]}
+    size = {k: np.zeros(n) for k in ["update", *names]}
+
+    def record(name: str, i: int, got: Any, want: np.ndarray) -> None:
+        if want.size:
+            err[name][i] = max(err[name][i], np.abs(np.asarray(got, np.float64) - want).max())
+            size[name][i] = max(size[name][i], np.abs(want).max())
+
+    for t, g in enumerate(grads, start=1):
+        updates, new_state = step(g, state, params)
+        flat = [treedef.flatten_up_to(x) for x in (g, params, updates)]
+        old = {k: treedef.flatten_up_to(getattr(state, k)) for k in names}
+        new = {k: treedef.flatten_up_to(getattr(new_state, k)) for k in names}
+        for i, (g_i, p_i, u_i) in enumerate(zip(*flat, strict=True)):
+            s64 = {k: np.asarray(old[k][i], np.float64) for k in names}
+            want_u, want_s = ref.step(s64, g_i, np.asarray(p_i, np.float64), t)
+            record("update", i, u_i, want_u)
+            for k in names:
+                record(k, i, new[k][i], want_s[k])
+        params = optax.apply_updates(params, updates)
+        state = new_state
+    return {k: float(np.max(err[k] / np.maximum(size[k], np.finfo(np.float64).tiny))) for k in err}
+
+
+def float32_hyperparams(ref: Any) -> Any:
+    """The reference with its float hyperparameters rounded to float32, as jadam holds them.
+
+    jadam keeps every hyperparameter as a float32 value and derives ``1 - b2`` from it. b2=0.999
+    is 0.99900001287 in float32, so its ``1 - b2`` is 1.3e-5 (relative) away from 0.001: a real
+    difference of the optimizer's definition, not of its arithmetic, and larger than float32
+    rounding. Rounding the reference's hyperparameters the same way leaves only the arithmetic.
+    """
+    rounded = {
+        f.name: float(np.float32(getattr(ref, f.name)))
+        for f in dataclasses.fields(ref)
+        if isinstance(getattr(ref, f.name), float)
+    }
+    return dataclasses.replace(ref, **rounded)

@@ -1,0 +1,82 @@
+"""Independent NumPy float64 references of the optimizers' published algorithms.
+
+Each reference is written from its paper, not from jadam's code: a class with ``init(p)`` giving a
+dict of state arrays (named like jadam's state fields, so a test can feed jadam's own state in)
+and ``step(state, g, p, t)`` giving the update to add to ``p`` and the new state, for one array,
+at the 1-based step ``t``. Everything is float64.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Adam:
+    """Adam, Algorithm 1 of Kingma & Ba (2015), with the common extensions.
+
+    * ``weight_decay`` with ``decoupled=False``: the L2 term folded into the gradient, as the
+      paper's Section 5 (and torch.optim.Adam) do: g <- g + wd * theta.
+    * ``decoupled=True``: AdamW, Algorithm 2 of Loshchilov & Hutter (2019), with the schedule
+      multiplier eta_t = learning rate (as torch.optim.AdamW): theta <- theta - lr * wd * theta.
+    * ``amsgrad``: Algorithm 2 of Reddi et al. (2018) keeps vmax_t = max(vmax_{t-1}, v_t) and
+      divides by its root; bias-corrected by 1 - b2^t as torch.optim.Adam does.
+    * ``nesterov``: Dozat (2016), NAdam with a constant momentum: the look-ahead first moment
+      b1 m_t / (1 - b1^(t+1)) + (1 - b1) g_t / (1 - b1^t).
+    * ``maximize``: the gradient of the objective to maximise is negated first.
+    * ``learning_rate=None``: the raw direction m_hat / (sqrt(v_hat + eps_root) + eps), positive.
+    """
+
+    learning_rate: float | None = 1e-3
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    eps_root: float = 0.0
+    weight_decay: float = 0.0
+    decoupled: bool = False
+    amsgrad: bool = False
+    nesterov: bool = False
+    maximize: bool = False
+
+    def init(self, p: np.ndarray) -> dict[str, np.ndarray]:
+        zeros = np.zeros(np.shape(p), np.float64)
+        state = {"mu": zeros, "nu": zeros.copy()}
+        if self.amsgrad:
+            state["nu_max"] = zeros.copy()
+        return state
+
+    def step(
+        self, state: dict[str, np.ndarray], g: np.ndarray, p: np.ndarray, t: int
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        g = np.asarray(g, np.float64)
+        theta = np.asarray(p, np.float64)
+        if self.maximize:
+            g = -g
+        if self.weight_decay and not self.decoupled:
+            g = g + self.weight_decay * theta
+
+        m = self.b1 * state["mu"] + (1.0 - self.b1) * g
+        v = self.b2 * state["nu"] + (1.0 - self.b2) * np.square(g)
+        new_state = {"mu": m, "nu": v}
+        second = v
+        if self.amsgrad:
+            second = np.maximum(state["nu_max"], v)
+            new_state["nu_max"] = second
+
+        if self.nesterov:
+            m_hat = self.b1 * m / (1.0 - self.b1 ** (t + 1)) + (1.0 - self.b1) * g / (
+                1.0 - self.b1**t
+            )
+        else:
+            m_hat = m / (1.0 - self.b1**t)
+        v_hat = second / (1.0 - self.b2**t)
+        direction = m_hat / (np.sqrt(v_hat + self.eps_root) + self.eps)
+
+        if self.learning_rate is None:
+            return direction, new_state
+        step = -self.learning_rate * direction
+        if self.weight_decay and self.decoupled:
+            step = step - self.learning_rate * self.weight_decay * theta
+        return step, new_state

@@ -1,0 +1,111 @@
+"""Adam-specific behaviour beyond the shared battery."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jadam
+from tests import helpers
+
+
+def test_first_step_is_learning_rate_times_sign() -> None:
+    """At t = 1, m̂ = g and v̂ = g², so the step is -lr * g / (|g| + eps), exactly."""
+    params = {"w": jnp.array([1.0, -2.0, 3.0, 0.5])}
+    grads = {"w": jnp.array([0.5, -0.25, 1e-3, 4.0])}
+    tx = jadam.adam(0.1)
+    updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+    g = np.asarray(grads["w"], np.float64)
+    np.testing.assert_allclose(updates["w"], -0.1 * g / (np.abs(g) + 1e-8), rtol=2e-7)
+
+
+def test_count_saturates_instead_of_wrapping() -> None:
+    params = {"w": jnp.ones(3)}
+    tx = jadam.adam(1e-3)
+    top = jnp.iinfo(jnp.int32).max
+    state = tx.init(params)._replace(count=jnp.asarray(top - 1, jnp.int32))
+    for _ in range(3):
+        updates, state = jax.jit(tx.update)(params, state, params)
+        chex.assert_tree_all_finite(updates)
+    assert int(state.count) == top
+
+
+def test_bias_correction_is_float32_whatever_the_count() -> None:
+    """Bias corrections at large counts are exactly 1 and never NaN (0.999**2e9 underflows)."""
+    params = {"w": jnp.full((2,), 2.0)}
+    tx = jadam.scale_by_adam()
+    state = tx.init(params)._replace(
+        count=jnp.asarray(2_000_000_000, jnp.int32),
+        mu={"w": jnp.full((2,), 0.5)}, nu={"w": jnp.full((2,), 0.25)},
+    )
+    updates, _ = tx.update({"w": jnp.full((2,), 0.5)}, state)
+    np.testing.assert_allclose(updates["w"], 1.0, rtol=1e-6)
+
+
+@pytest.mark.usefixtures("standard_promotion")
+def test_amsgrad_agrees_with_optax_where_their_definitions_meet() -> None:
+    """jadam (like torch) keeps the max of the raw v; optax keeps the max of the bias-corrected
+    v̂. With b2 = 0 there is no bias correction and the two coincide."""
+    params, grads = helpers.random_tree(np.random.default_rng(0)), helpers.gradient_sequence(1, 50)
+    ours, _ = helpers.run_jadam(jadam.adam(1e-2, b2=0.0, amsgrad=True), params, grads)
+    theirs, _ = helpers.run_jadam(optax.amsgrad(1e-2, b2=0.0), params, grads)
+    chex.assert_trees_all_close(ours[-1], theirs[-1], rtol=1e-6, atol=1e-6)
+    # ...and they differ with b2 > 0, which is why the docstring warns about it.
+    ours, _ = helpers.run_jadam(jadam.adam(1e-2, amsgrad=True), params, grads)
+    theirs, _ = helpers.run_jadam(optax.amsgrad(1e-2), params, grads)
+    leaves = zip(jax.tree.leaves(ours[-1]), jax.tree.leaves(theirs[-1]), strict=True)
+    diff = max(float(jnp.abs(a - b).max()) for a, b in leaves if a.size)
+    assert diff > 1e-3
+
+
+def test_adamw_mask_spares_masked_leaves() -> None:
+    params = {"w": jnp.ones(3), "b": jnp.ones(3)}
+    zero = jax.tree.map(jnp.zeros_like, params)
+    for mask in ({"w": True, "b": False}, lambda p: {"w": True, "b": False}):
+        tx = jadam.adamw(0.1, weight_decay=0.5, mask=mask)
+        updates, _ = tx.update(zero, tx.init(params), params)
+        np.testing.assert_allclose(updates["w"], -0.1 * 0.5 * 1.0, rtol=1e-7)
+        chex.assert_trees_all_equal(updates["b"], jnp.zeros(3))
+
+
+def test_adamw_prefix_mask() -> None:
+    params = {"dense": {"kernel": jnp.ones(2), "bias": jnp.ones(2)}, "norm": {"scale": jnp.ones(2)}}
+    zero = jax.tree.map(jnp.zeros_like, params)
+    tx = jadam.adamw(0.1, weight_decay=0.5, mask={"dense": True, "norm": False})
+    updates, _ = tx.update(zero, tx.init(params), params)
+    assert float(updates["dense"]["bias"][0]) < 0
+    chex.assert_trees_all_equal(updates["norm"]["scale"], jnp.zeros(2))
+
+
+def test_coupled_and_decoupled_decay_differ_as_the_papers_say() -> None:
+    """Coupled L2 goes through Adam's normalisation (a constant gradient of wd*p gives a step of
+    lr); decoupled decay does not (its step is lr*wd*p)."""
+    params = {"w": jnp.full((1,), 2.0)}
+    zero = {"w": jnp.zeros(1)}
+    coupled = jadam.adam(0.1, weight_decay=0.01)
+    decoupled = jadam.adamw(0.1, weight_decay=0.01)
+    u_c, _ = coupled.update(zero, coupled.init(params), params)
+    u_d, _ = decoupled.update(zero, decoupled.init(params), params)
+    np.testing.assert_allclose(u_c["w"], -0.1, rtol=1e-6)
+    np.testing.assert_allclose(u_d["w"], -0.1 * 0.01 * 2.0, rtol=1e-6)
+
+
+def test_updates_without_params_take_the_gradient_dtype() -> None:
+    params = {"w": jnp.ones(2, jnp.bfloat16)}
+    tx = jadam.adam()
+    updates, state = tx.update({"w": jnp.ones(2, jnp.float32)}, tx.init(params))
+    assert updates["w"].dtype == jnp.float32
+    assert state.mu["w"].dtype == jnp.bfloat16
+
+
+def test_float64_parameters_are_computed_in_float64() -> None:
+    with jax.enable_x64(True):
+        params = {"w": jnp.ones(3, jnp.float64)}
+        tx = jadam.adam(0.1)
+        updates, state = tx.update({"w": jnp.full(3, 0.5, jnp.float64)}, tx.init(params), params)
+        assert updates["w"].dtype == jnp.float64
+        assert state.nu["w"].dtype == jnp.float64

@@ -1,0 +1,127 @@
+"""Bad input fails early and says what to change: the call, the argument, the leaf."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jadam
+
+CONSTRUCTORS = {"jadam.adam": jadam.adam, "jadam.adamw": jadam.adamw,
+                "jadam.scale_by_adam": jadam.scale_by_adam}
+
+# (argument, bad value, what the message must say); every one fails in every constructor that
+# takes the argument.
+BAD = [
+    ("learning_rate", -1e-3, "must be >= 0, got -0.001"),
+    ("learning_rate", math.nan, "must be finite"),
+    ("learning_rate", math.inf, "must be finite"),
+    ("learning_rate", None, "must be a number >= 0 or a schedule"),
+    ("learning_rate", "1e-3", "must be a real number, got str"),
+    ("learning_rate", True, "must be a real number, got bool"),
+    ("learning_rate", jnp.array([1e-3, 1e-2]), "must be a scalar, got an array of shape (2,)"),
+    ("learning_rate", jnp.array(-1.0), "must be >= 0, got -1"),
+    ("b1", 1.0, "must be in [0, 1), got 1"),
+    ("b1", 1.5, "must be in [0, 1), got 1.5"),
+    ("b1", -0.1, "must be in [0, 1), got -0.1"),
+    ("b2", 1.0, "must be in [0, 1), got 1"),
+    ("b2", np.float32(-0.5), "must be in [0, 1), got -0.5"),
+    ("b2", "0.999", "must be a real number, got str"),
+    ("eps", -1e-8, "must be >= 0, got -1e-08"),
+    ("eps", math.nan, "must be finite"),
+    ("eps_root", -1.0, "must be >= 0, got -1"),
+    ("weight_decay", -0.1, "must be >= 0, got -0.1"),
+    ("weight_decay", math.inf, "must be finite"),
+    ("mu_dtype", jnp.int32, "must be a floating dtype, got int32"),
+    ("nu_dtype", "not-a-dtype", "is not a dtype"),
+]
+
+
+def _takes(ctor, name: str) -> bool:
+    return name in ctor.__code__.co_varnames[: ctor.__code__.co_argcount
+                                            + ctor.__code__.co_kwonlyargcount]
+
+
+@pytest.mark.parametrize(("arg", "value", "says"), BAD, ids=lambda x: repr(x)[:24])
+def test_bad_hyperparameter_names_call_and_argument(arg, value, says) -> None:
+    tested = 0
+    for fn, ctor in CONSTRUCTORS.items():
+        if not _takes(ctor, arg):
+            continue
+        with pytest.raises(ValueError, match=re.escape(says)) as info:
+            ctor(**{arg: value})
+        assert str(info.value).startswith(f"{fn}({arg}="), str(info.value)
+        tested += 1
+    assert tested
+
+
+def test_the_style_guides_example_message() -> None:
+    with pytest.raises(ValueError, match=re.escape("jadam.adam(b1=1.5): b1 must be in [0, 1)")):
+        jadam.adam(b1=1.5)
+
+
+def test_boundaries_are_accepted() -> None:
+    for ctor in (jadam.adam, jadam.adamw):
+        ctor(learning_rate=0.0, b1=0.0, b2=0.0, eps=0.0, eps_root=0.0, weight_decay=0.0)
+        ctor(learning_rate=1, b1=np.float64(0.99), b2=jnp.float32(0.5), eps=jnp.array(1e-6))
+        ctor(learning_rate=optax.linear_schedule(0.0, 1e-3, 10))
+
+
+def test_traced_values_are_not_validated_eagerly() -> None:
+    """Under jit/vmap the value is unknown; construction must not fail (sweeps rely on it)."""
+    params = {"w": jnp.ones(3)}
+
+    def step(lr, b1):
+        tx = jadam.adam(learning_rate=lr, b1=b1)
+        return tx.update(params, tx.init(params), params)[0]["w"]
+
+    out = jax.jit(jax.vmap(step))(jnp.array([1e-3, 1e-2]), jnp.array([0.9, 0.8]))
+    assert out.shape == (2, 3)
+
+
+def test_non_float_parameters_are_refused_with_their_path() -> None:
+    params = {"dense": {"kernel": jnp.ones((2, 2)), "steps": jnp.zeros((), jnp.int32)}}
+    with pytest.raises(TypeError, match=re.escape("parameter ['dense']['steps'] has dtype int32")):
+        jadam.adam().init(params)
+
+
+def test_shape_mismatch_names_the_leaf_and_never_broadcasts() -> None:
+    tx = jadam.adam()
+    params = {"a": jnp.ones((3,))}
+    state = tx.init(params)
+    with pytest.raises(ValueError, match=re.escape("gradient at ['a'] has shape (3, 1)")):
+        jax.jit(tx.update)({"a": jnp.ones((3, 1))}, state, params)
+
+
+def test_tree_mismatch_is_a_clear_error() -> None:
+    tx = jadam.adam()
+    state = tx.init({"a": jnp.ones(3), "b": jnp.ones(2)})
+    with pytest.raises(ValueError, match=re.escape("gradients and state.mu have different tree")):
+        tx.update({"a": jnp.ones(3)}, state)
+
+
+def test_state_from_another_optimizer_is_a_clear_error() -> None:
+    params = {"a": jnp.ones(3)}
+    foreign = optax.sgd(0.1, momentum=0.9).init(params)
+    with pytest.raises(TypeError, match="not the ScaleByAdamState that this optimizer's init"):
+        jadam.adam().update(params, foreign, params)
+
+
+def test_weight_decay_needs_params() -> None:
+    params = {"a": jnp.ones(3)}
+    for tx in (jadam.adamw(), jadam.adam(weight_decay=0.1)):
+        with pytest.raises(ValueError, match=re.escape("needs params")):
+            tx.update(params, tx.init(params))
+
+
+def test_bad_mask_structure() -> None:
+    params = {"a": jnp.ones(3), "b": jnp.ones(2)}
+    tx = jadam.adamw(mask={"a": True, "c": False})
+    with pytest.raises(ValueError, match="weight-decay mask must have the structure"):
+        tx.update(params, tx.init(params), params)
