@@ -8,12 +8,18 @@ Every hyperparameter of every jadam optimizer goes through this module:
   or ``grad``) cannot be inspected and is accepted as it is, so sweeps keep working.
 * Every value becomes a float32 scalar. Quantities derived from it, such as ``1 - b1``, are
   computed from that float32 value inside the step, never in Python float64.
-* At update time, :func:`opaque` passes the values through ``lax.optimization_barrier``. XLA then
-  cannot treat a fixed hyperparameter as a compile-time constant. Without this, a division such as
-  ``x / b`` by a constant ``b`` is rewritten into ``x * (1 / b)``, which rounds differently. With
-  it, the compiled step is the same whether the value was a Python float or a traced array, so the
-  results are bit-identical. That is what makes a ``jax.vmap`` over hyperparameters an honest
-  sweep.
+* At update time, :func:`opaque` turns the values into runtime values: it adds ``0 * count``,
+  where ``count`` is the step count from the optimizer state, and passes them through
+  ``lax.optimization_barrier``. XLA then cannot treat a fixed hyperparameter as a compile-time
+  constant. Without this, a division ``x / b`` by a constant ``b`` is rewritten into
+  ``x * (1 / b)``, a multiplication by 1 disappears, and multiply-adds are contracted into FMAs
+  in other places: each rounds differently. With it, the compiled step is the same whether the
+  value was a Python float or a traced array, so the results are bit-identical (tested with
+  arbitrary values, 0, 0.5 and 1 among them). That is what makes a ``jax.vmap`` over
+  hyperparameters an honest sweep. (It needs the count to be a runtime value, as it is whenever
+  the state is passed into the jitted step or carried through a loop.)
+* One exception is structural, like ``amsgrad=False``: a weight decay given as the number 0 drops
+  the decay term from the program. Its updates are still bit-identical to those of a traced 0.
 """
 
 from __future__ import annotations
@@ -131,9 +137,16 @@ def value_at(value: F32 | Schedule, count: jax.Array) -> jax.Array:
     return jnp.asarray(value, dtype=jnp.float32)
 
 
-def opaque(tree: Any) -> Any:
-    """Hides float32 hyperparameters from XLA's constant folding (see the module docstring)."""
-    return lax.optimization_barrier(jax.tree.map(jnp.asarray, tree))
+def opaque(tree: Any, count: jax.Array) -> Any:
+    """Makes float32 hyperparameters runtime values that XLA cannot fold (module docstring).
+
+    Each value has ``0 * count`` added: zero, but only known at run time, because ``count`` is
+    the optimizer state's step count. IEEE arithmetic forbids XLA to rewrite ``0 * x`` as 0
+    (``x`` could be infinite), so a fixed value is no longer a constant. The optimization
+    barrier also keeps XLA from merging the values into their uses before that.
+    """
+    zero = jnp.float32(0) * count.astype(jnp.float32)
+    return lax.optimization_barrier(jax.tree.map(lambda v: jnp.asarray(v) + zero, tree))
 
 
 def is_zero(value: F32 | Schedule) -> bool:

@@ -89,6 +89,12 @@ def per_leaf(
                 f"{rule.state_type.__name__} that this optimizer's init() returns; was it "
                 "made by another optimizer, or restored from a checkpoint without a template?"
             )
+        for m in rule.moments:
+            if getattr(state, m.name) is None:
+                raise TypeError(
+                    f"{fn}: the state has no {m.name!r}; it was made by an optimizer with other "
+                    "options (such as amsgrad=False). Call init() of this optimizer."
+                )
         flat, treedef = jax.tree_util.tree_flatten_with_path(updates)
         paths = [path for path, _ in flat]
         grads = [g for _, g in flat]
@@ -110,7 +116,7 @@ def per_leaf(
             hp["learning_rate"] = hyperparams.value_at(learning_rate, state.count)
         if decays:
             hp["weight_decay"] = hyperparams.value_at(weight_decay, state.count)
-        hp = hyperparams.opaque(hp)
+        hp = hyperparams.opaque(hp, state.count)
         step_scalars = rule.scalars(hp, count.astype(jnp.float32))
         if learning_rate is not None:
             step_scalars["learning_rate"] = hp["learning_rate"]

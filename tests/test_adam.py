@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import jadam
 from tests import helpers
@@ -109,3 +113,70 @@ def test_float64_parameters_are_computed_in_float64() -> None:
         updates, state = tx.update({"w": jnp.full(3, 0.5, jnp.float64)}, tx.init(params), params)
         assert updates["w"].dtype == jnp.float64
         assert state.nu["w"].dtype == jnp.float64
+
+
+_unit = st.floats(0.0, 0.999, allow_subnormal=False)
+
+
+@given(
+    lr=st.floats(0.0, 1.0, allow_subnormal=False) | st.sampled_from([0.5, 1.0]),
+    b1=_unit,
+    b2=_unit,
+    eps=st.floats(1e-12, 1e-2),
+    weight_decay=st.floats(1e-4, 0.5),
+)
+@settings(max_examples=15)
+def test_any_fixed_hyperparameters_equal_traced_ones_bitwise(lr, b1, b2, eps, weight_decay):
+    """For arbitrary values, including 0, 0.5 and 1 which XLA would love to fold, a Python float
+    and the same float32 value passed to the jitted step give the same bits (10 steps of AdamW
+    with AMSGrad and Nesterov, which read every hyperparameter, each step fused with the
+    parameter update as in a real training step)."""
+    params = helpers.random_tree(np.random.default_rng(0))
+    grads = helpers.gradient_sequence(1, 10)
+    hp = {"learning_rate": lr, "b1": b1, "b2": b2, "eps": eps, "weight_decay": weight_decay}
+
+    def step(grads, state, params, hp):
+        tx = jadam.adamw(**hp, amsgrad=True, nesterov=True)
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    fixed_step = jax.jit(functools.partial(step, hp=hp))
+    traced_step = jax.jit(step)
+    traced_hp = {k: jnp.float32(v) for k, v in hp.items()}
+    state = jadam.adamw(**hp, amsgrad=True, nesterov=True).init(params)
+    fixed, traced = (params, state), (params, state)
+    for g in grads:
+        fixed = fixed_step(g, fixed[1], fixed[0])
+        traced = traced_step(g, traced[1], traced[0], traced_hp)
+    chex.assert_trees_all_equal(fixed, traced)
+
+
+def test_zero_weight_decay_fixed_or_traced_gives_the_same_updates() -> None:
+    """A Python 0 drops the decay term from the program (as amsgrad=False drops its maximum); a
+    traced 0 keeps it. The updates are still bit-identical. (Fused with the caller's
+    ``p + u`` in one jit, XLA may then contract ``p - lr * d`` into one FMA in the first program
+    and not in the second: a sweep through zero should pass weight decay traced everywhere.)"""
+    params = helpers.random_tree(np.random.default_rng(0))
+    grads = helpers.gradient_sequence(1, 10)
+
+    def run(wd):
+        tx = jadam.adamw(0.75, weight_decay=wd)
+        state, updates = tx.init(params), []
+        for g in grads:
+            u, state = tx.update(g, state, params)
+            updates.append(u)
+        return updates
+
+    chex.assert_trees_all_equal(jax.jit(lambda: run(0.0))(), jax.jit(run)(jnp.float32(0.0)))
+
+
+def test_weight_decay_schedule() -> None:
+    """A schedule of weight decay is read at the count before the update, like the rate."""
+    params = {"w": jnp.full((2,), 2.0)}
+    zero = {"w": jnp.zeros(2)}
+    tx = jadam.adamw(0.1, weight_decay=lambda count: 0.5 * count.astype(jnp.float32))
+    state = tx.init(params)
+    u0, state = tx.update(zero, state, params)
+    u1, state = tx.update(zero, state, params)
+    np.testing.assert_allclose(u0["w"], 0.0, atol=0)
+    np.testing.assert_allclose(u1["w"], -0.1 * 0.5 * 2.0, rtol=1e-6)

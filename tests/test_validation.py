@@ -125,3 +125,10 @@ def test_bad_mask_structure() -> None:
     tx = jadam.adamw(mask={"a": True, "c": False})
     with pytest.raises(ValueError, match="weight-decay mask must have the structure"):
         tx.update(params, tx.init(params), params)
+
+
+def test_state_made_with_other_options_is_a_clear_error() -> None:
+    params = {"a": jnp.ones(3)}
+    state = jadam.adam().init(params)
+    with pytest.raises(TypeError, match=re.escape("the state has no 'nu_max'")):
+        jadam.adam(amsgrad=True).update(params, state, params)
