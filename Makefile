@@ -7,12 +7,15 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Exact versions the suite was last run with (on Python 3.11); `make CONSTRAINTS= test` drops them.
 CONSTRAINTS ?= constraints.txt
+# torch.optim is the reference for the torch comparison tests, which skip without it.
+# `make TORCH= test` leaves it out. (2.13.0 is the CPU build this kind of machine has on disk.)
+TORCH ?= torch==2.13.0
 
 .PHONY: demo test lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[examples,test]'
+	$(PY) -m pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[examples,test]' $(TORCH)
 	touch $(STAMP)
 
 demo: $(STAMP)

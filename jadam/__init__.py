@@ -5,13 +5,28 @@ Optimizers are optax ``GradientTransformation`` s: ``state = tx.init(params)``, 
 ``optax.MultiSteps``, optax's clipping, schedules and masks, and ``flax.nnx.Optimizer``.
 """
 
+from jadam.adadelta import ScaleByAdadeltaState, adadelta
+from jadam.adagrad import ScaleByAdagradState, adagrad
 from jadam.adam import ScaleByAdamState, adam, adamw, scale_by_adam
+from jadam.registry import OptimizerInfo, optimizers
+from jadam.rmsprop import ScaleByRMSpropState, rmsprop
+from jadam.sgd import ScaleBySGDState, sgd
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "OptimizerInfo",
+    "ScaleByAdadeltaState",
+    "ScaleByAdagradState",
     "ScaleByAdamState",
+    "ScaleByRMSpropState",
+    "ScaleBySGDState",
+    "adadelta",
+    "adagrad",
     "adam",
     "adamw",
+    "optimizers",
+    "rmsprop",
     "scale_by_adam",
+    "sgd",
 ]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -15,8 +15,8 @@ import optax
 from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
-from jadam.hyperparams import F32, Scalar, ScalarOrSchedule
-from jadam.rule import Moment, bias_correction, ema
+from jadam.hyperparams import Scalar, ScalarOrSchedule
+from jadam.rule import Moment, Rule, bias_correction, ema
 
 
 class ScaleByAdamState(NamedTuple):
@@ -36,26 +36,22 @@ class ScaleByAdamState(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class AdamRule:
+class AdamRule(Rule):
     """Adam's elementwise math (Algorithm 1 of Kingma & Ba), for one array."""
 
-    hyperparams: Mapping[str, F32]
-    moments: tuple[Moment, ...]
     amsgrad: bool = False
     nesterov: bool = False
-    state_type: type[Any] = ScaleByAdamState
-    needs_params: bool = False
+    state_type = ScaleByAdamState
 
-    def scalars(self, hp: Mapping[str, jax.Array], t: jax.Array) -> dict[str, jax.Array]:
-        return {
-            "b1": hp["b1"],
-            "b2": hp["b2"],
-            "eps": hp["eps"],
-            "eps_root": hp["eps_root"],
+    def scalars(
+        self, hp: Mapping[str, jax.Array], t: jax.Array, carry: Mapping[str, jax.Array]
+    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+        bias = {
             "bc1": bias_correction(hp["b1"], t),
             "bc2": bias_correction(hp["b2"], t),
             "bc1_next": bias_correction(hp["b1"], t + 1),
         }
+        return {**hp, **bias}, dict(carry)
 
     def apply(
         self,
@@ -215,12 +211,8 @@ def adam(
     """
     fn = "jadam.adam"
     rule = _adam_rule(fn, b1, b2, eps, eps_root, amsgrad, nesterov, mu_dtype, nu_dtype)
-    return layout.per_leaf(
-        rule,
-        fn=fn,
-        learning_rate=hyperparams.learning_rate(fn, learning_rate),
-        weight_decay=hyperparams.scalar_or_schedule(fn, "weight_decay", weight_decay),
-        maximize=bool(maximize),
+    return layout.optimizer(
+        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay, maximize=maximize
     )
 
 
@@ -283,12 +275,7 @@ def adamw(
     """
     fn = "jadam.adamw"
     rule = _adam_rule(fn, b1, b2, eps, eps_root, amsgrad, nesterov, mu_dtype, nu_dtype)
-    return layout.per_leaf(
-        rule,
-        fn=fn,
-        learning_rate=hyperparams.learning_rate(fn, learning_rate),
-        weight_decay=hyperparams.scalar_or_schedule(fn, "weight_decay", weight_decay),
-        decoupled=True,
-        mask=mask,
-        maximize=bool(maximize),
+    return layout.optimizer(
+        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay,
+        decoupled=True, mask=mask, maximize=maximize,
     )

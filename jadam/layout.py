@@ -30,9 +30,13 @@ import optax
 
 from jadam import hyperparams
 from jadam.hyperparams import F32, Schedule
-from jadam.rule import Rule, cast_scalars
+from jadam.rule import Moment, Rule, cast_scalars
 
 Mask = Any | Callable[[optax.Params], Any]
+
+# Keys of the layout's own per-step scalars, apart from any name a rule may use.
+_LR = "layout/learning_rate"
+_DECAY = "layout/weight_decay"
 
 
 def per_leaf(
@@ -68,13 +72,11 @@ def per_leaf(
     def init(params: optax.Params) -> Any:
         for path, p in jax.tree_util.tree_leaves_with_path(params):
             _check_param(fn, path, p)
-        def zeros(p: Any, dtype: Any) -> jax.Array:
-            return jnp.zeros_like(p, dtype=np.dtype(dtype or jnp.result_type(p)))
-
         moments = {
-            m.name: jax.tree.map(lambda p, d=m.dtype: zeros(p, d), params) for m in rule.moments
+            m.name: jax.tree.map(lambda p, m=m: _init_moment(m, p), params) for m in rule.moments
         }
-        return rule.state_type(count=jnp.zeros([], jnp.int32), **moments)
+        carry = {k: jnp.asarray(v, jnp.float32) for k, v in rule.carry_init().items()}
+        return rule.state_type(count=jnp.zeros([], jnp.int32), **moments, **carry)
 
     def update(
         updates: optax.Updates,
@@ -117,12 +119,13 @@ def per_leaf(
         if decays:
             hp["weight_decay"] = hyperparams.value_at(weight_decay, state.count)
         hp = hyperparams.opaque(hp, state.count)
-        step_scalars = rule.scalars(hp, count.astype(jnp.float32))
+        carry = {k: getattr(state, k) for k in rule.carry_init()}
+        step_scalars, carry = rule.scalars(hp, count.astype(jnp.float32), carry)
         if learning_rate is not None:
-            step_scalars["learning_rate"] = hp["learning_rate"]
+            step_scalars[_LR] = hp["learning_rate"]
         if decays:
             # Coupled: g + wd * p. Decoupled: the update gets -lr * wd * p.
-            step_scalars["decay"] = (
+            step_scalars[_DECAY] = (
                 hp["learning_rate"] * hp["weight_decay"] if decoupled else hp["weight_decay"]
             )
 
@@ -130,7 +133,7 @@ def per_leaf(
         new_moments: dict[str, list[Any]] = {m.name: [] for m in rule.moments}
         for i, (path, g, p) in enumerate(zip(paths, grads, flat_params, strict=True)):
             state_i = {name: leaves[i] for name, leaves in moments.items()}
-            _check_leaf(fn, path, g, p, state_i)
+            _check_leaf(fn, path, g, p, state_i, rule.moments)
             u, new = _leaf_update(
                 rule, step_scalars, g, state_i, p,
                 has_lr=learning_rate is not None,
@@ -145,10 +148,35 @@ def per_leaf(
         new_state = rule.state_type(
             count=count,
             **{name: treedef.unflatten(leaves) for name, leaves in new_moments.items()},
+            **carry,
         )
         return treedef.unflatten(new_updates), new_state
 
     return optax.GradientTransformationExtraArgs(init, update)
+
+
+def optimizer(
+    rule: Rule,
+    *,
+    fn: str,
+    learning_rate: Any,
+    weight_decay: Any = None,
+    decoupled: bool = False,
+    mask: Mask | None = None,
+    maximize: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+    """A full optimizer (the ``<name>(learning_rate, ...)`` aliases): validates the learning
+    rate and weight decay as the user gave them, then applies ``rule`` with :func:`per_leaf`."""
+    return per_leaf(
+        rule,
+        fn=fn,
+        learning_rate=hyperparams.learning_rate(fn, learning_rate),
+        weight_decay=None if weight_decay is None
+        else hyperparams.scalar_or_schedule(fn, "weight_decay", weight_decay),
+        decoupled=decoupled,
+        mask=mask,
+        maximize=bool(maximize),
+    )
 
 
 def _leaf_update(
@@ -172,12 +200,12 @@ def _leaf_update(
     if maximize:
         gc = -gc
     if decay and not decoupled:
-        gc = gc + s["decay"] * pc
+        gc = gc + s[_DECAY] * pc
     direction, new = rule.apply(s, gc, {k: v.astype(dtype) for k, v in state.items()}, pc)
     if has_lr:
-        direction = -s["learning_rate"] * direction
+        direction = -s[_LR] * direction
         if decay and decoupled:
-            direction = direction - s["decay"] * pc
+            direction = direction - s[_DECAY] * pc
     out_dtype = g.dtype if p is None else p.dtype
     return direction.astype(out_dtype), {k: new[k].astype(v.dtype) for k, v in state.items()}
 
@@ -192,19 +220,28 @@ def _check_param(fn: str, path: Any, p: Any) -> None:
         )
 
 
+def _init_moment(m: Moment, p: Any) -> jax.Array:
+    dtype = np.dtype(m.dtype or jnp.result_type(p))
+    if m.shape is None:
+        return jnp.full_like(p, m.init, dtype=dtype)
+    return jnp.full(m.shape(jnp.shape(p)), m.init, dtype=dtype)
+
+
 def _check_leaf(
-    fn: str, path: Any, g: Any, p: Any, state: dict[str, jax.Array]
+    fn: str, path: Any, g: Any, p: Any, state: dict[str, jax.Array], moments: tuple[Moment, ...]
 ) -> None:
     g_dtype = jnp.result_type(g)
     if not jnp.issubdtype(g_dtype, jnp.floating):
         raise TypeError(f"{fn}: the gradient at {_where(path)} has dtype {g_dtype}, not a float")
     shape = jnp.shape(g)
-    others = {"parameter": p, **{f"state.{k}": v for k, v in state.items()}}
-    for what, x in others.items():
-        if x is not None and jnp.shape(x) != shape:
+    expected = {"parameter": (p, shape)}
+    for m in moments:
+        expected[f"state.{m.name}"] = (state[m.name], m.shape(shape) if m.shape else shape)
+    for what, (x, want) in expected.items():
+        if x is not None and jnp.shape(x) != want:
             raise ValueError(
                 f"{fn}: the gradient at {_where(path)} has shape {shape} but the {what} has "
-                f"shape {jnp.shape(x)}; they must be equal (no broadcasting)"
+                f"shape {jnp.shape(x)}, where {want} was expected (no broadcasting)"
             )
 
 

@@ -9,8 +9,9 @@ count, the learning rate, weight decay and ``maximize``, which are the same for 
 A rule works in two stages, so that per-step scalars are computed once per step rather than once
 per leaf:
 
-1. ``scalars(hp, t)`` takes the float32 hyperparameters and the 1-based step number ``t`` (a
-   float32 scalar) and returns the scalars the step needs, such as bias corrections.
+1. ``scalars(hp, t, carry)`` takes the float32 hyperparameters, the 1-based step number ``t``
+   (a float32 scalar) and any scalar state the rule carries between steps, and returns the
+   scalars the step needs, such as bias corrections, and the new carry.
 2. ``apply(s, g, state, p)`` takes those scalars, the gradient, a mapping from moment name to
    array and the parameter (or ``None``), all in one compute dtype, and returns the direction and
    the new moments. It is pure ``jnp`` with no branches on values, so it works on any shape, under
@@ -21,8 +22,9 @@ The small helpers below are the equations several optimizers share, written as i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, NamedTuple, Protocol
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,32 +34,53 @@ from jadam.hyperparams import F32
 
 
 class Moment(NamedTuple):
-    """One named per-element state array of a rule.
+    """One named state array of a rule, one per parameter.
 
     Attributes:
       name: the field of the optimizer's state that holds it, e.g. ``"mu"``.
       dtype: its dtype; ``None`` means the dtype of the parameter it belongs to.
+      init: its initial value (Adagrad starts its sum at ``initial_accumulator_value``).
+      shape: a function from the parameter's shape to the moment's (Adafactor keeps factored
+        row and column moments); ``None`` means the parameter's shape.
     """
 
     name: str
     dtype: DTypeLike | None = None
+    init: float = 0.0
+    shape: Callable[[tuple[int, ...]], tuple[int, ...]] | None = None
 
 
-class Rule(Protocol):
-    """The math of one optimizer; see the module docstring."""
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """The math of one optimizer; see the module docstring. Subclasses set the class attributes
+    and implement :meth:`apply` (and :meth:`scalars` where a step needs per-step scalars).
 
-    #: The per-element state, in the order the state type lists it.
-    moments: tuple[Moment, ...]
-    #: Float32 hyperparameters the rule's math reads (validated by the alias that built it).
+    Attributes:
+      hyperparams: the validated float32 hyperparameters the math reads.
+      moments: the per-parameter state, in the order the state type lists it.
+    """
+
     hyperparams: Mapping[str, F32]
-    #: The NamedTuple type of the state: a ``count`` field, then one field per moment.
-    state_type: type[Any]
-    #: Whether ``apply`` reads the parameter.
-    needs_params: bool
+    moments: tuple[Moment, ...]
 
-    def scalars(self, hp: Mapping[str, jax.Array], t: jax.Array) -> dict[str, jax.Array]:
-        """The per-step scalars, from the hyperparameters and the 1-based step number."""
-        ...
+    #: The NamedTuple type of the state: ``count``, then one field per moment and per carry.
+    state_type: ClassVar[type[Any]]
+    #: Whether ``apply`` reads the parameter.
+    needs_params: ClassVar[bool] = False
+    #: Whether ``apply`` is elementwise; ``False`` if it reduces over the whole array (LAMB's
+    #: trust ratio, Adafactor's factored moments), which a packed layout must know.
+    elementwise: ClassVar[bool] = True
+
+    def carry_init(self) -> dict[str, float]:
+        """Scalar state carried from step to step (beside the count), with initial values."""
+        return {}
+
+    def scalars(
+        self, hp: Mapping[str, jax.Array], t: jax.Array, carry: Mapping[str, jax.Array]
+    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+        """The per-step scalars and the new carry, from the hyperparameters, the 1-based step
+        number ``t`` (float32) and the carry. By default, the hyperparameters themselves."""
+        return dict(hp), dict(carry)
 
     def apply(
         self,
@@ -67,7 +90,7 @@ class Rule(Protocol):
         p: jax.Array | None,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """The update direction and the new moments for one array."""
-        ...
+        raise NotImplementedError
 
 
 def ema(previous: jax.Array, value: jax.Array, decay: jax.Array) -> jax.Array:

@@ -52,19 +52,15 @@ def run_jadam(
 
 def run_reference(ref: Any, params: Any, grads: list[Any]) -> list[Any]:
     """Runs a float64 reference over ``grads``, leaf by leaf; returns the parameters per step."""
-    p = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
-    state = jax.tree.map(ref.init, p)
+    leaves, treedef = jax.tree.flatten(params)
+    p = [np.asarray(x, np.float64) for x in leaves]
+    state = [ref.init(x) for x in p]
     trajectory = []
     for t, g in enumerate(grads, start=1):
-        out = jax.tree.map(
-            lambda s, g, p, t=t: ref.step(s, np.asarray(g, np.float64), p, t),
-            state, g, p, is_leaf=lambda x: isinstance(x, dict) and "mu" in x,
-        )
-        is_pair = lambda x: isinstance(x, tuple)  # noqa: E731
-        updates = jax.tree.map(lambda o: o[0], out, is_leaf=is_pair)
-        state = jax.tree.map(lambda o: o[1], out, is_leaf=is_pair)
-        p = jax.tree.map(np.add, p, updates)
-        trajectory.append(p)
+        for i, g_i in enumerate(treedef.flatten_up_to(g)):
+            update, state[i] = ref.step(state[i], np.asarray(g_i, np.float64), p[i], t)
+            p[i] = p[i] + update
+        trajectory.append(treedef.unflatten(list(p)))
     return trajectory
 
 

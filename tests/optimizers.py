@@ -2,12 +2,13 @@
 
 Each case names a jadam constructor with fixed keyword arguments, the independent float64
 reference of its paper (tests/reference.py), and, where the semantics coincide, the optax
-transformation that should give the same trajectory.
+transformation and the torch.optim optimizer that should give the same trajectory.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,9 @@ import optax
 
 import jadam
 from tests import reference
+
+# Arguments that shape the state and so must be Python numbers, never traced.
+STATIC = {"initial_accumulator_value"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,31 +28,43 @@ class Case:
     kwargs: dict[str, Any]
     reference: Any
     optax: Callable[[], optax.GradientTransformation] | None = None
+    # (torch.optim class name, its keyword arguments), for torch.optim.<name>(params, **kwargs).
+    torch: tuple[str, dict[str, Any]] | None = None
+    # Per problem of test_converges: (learning rate, steps, loss to reach).
+    converge: dict[str, tuple[float, int, float]] = dataclasses.field(default_factory=dict)
 
     def make(self, **overrides: Any) -> optax.GradientTransformation:
         return self.ctor(**{**self.kwargs, **overrides})
 
     @property
     def numeric_kwargs(self) -> dict[str, float]:
-        """The arguments that are numbers, which a sweep may pass as traced arrays."""
-        return {
+        """The arguments that are numbers, which a sweep may pass as traced arrays (or, if the
+        case fixes none, the first numeric argument with its default)."""
+        numeric = {
             k: v for k, v in self.kwargs.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in STATIC
         }
+        if numeric:
+            return numeric
+        for name, param in inspect.signature(self.ctor).parameters.items():
+            if isinstance(param.default, float) and name not in STATIC:
+                return {name: param.default}
+        raise AssertionError(f"{self.id} has no numeric argument")
 
-    @property
-    def needs_params(self) -> bool:
-        return bool(self.kwargs.get("weight_decay", 0.0)) or self.ctor is jadam.adamw
+    def accepts(self, name: str) -> bool:
+        return name in inspect.signature(self.ctor).parameters
 
 
 CASES = [
-    Case("adam", jadam.adam, {}, reference.Adam(), lambda: optax.adam(1e-3)),
+    Case("adam", jadam.adam, {}, reference.Adam(), lambda: optax.adam(1e-3),
+         torch=("Adam", {"lr": 1e-3})),
     Case(
         "adam-tuned",
         jadam.adam,
         {"learning_rate": 1e-2, "b1": 0.8, "b2": 0.99, "eps": 1e-6},
         reference.Adam(learning_rate=1e-2, b1=0.8, b2=0.99, eps=1e-6),
         lambda: optax.adam(1e-2, b1=0.8, b2=0.99, eps=1e-6),
+        torch=("Adam", {"lr": 1e-2, "betas": (0.8, 0.99), "eps": 1e-6}),
     ),
     Case(
         "adam-l2",
@@ -56,12 +72,14 @@ CASES = [
         {"learning_rate": 1e-2, "weight_decay": 0.1},
         reference.Adam(learning_rate=1e-2, weight_decay=0.1),
         lambda: optax.chain(optax.add_decayed_weights(0.1), optax.adam(1e-2)),
+        torch=("Adam", {"lr": 1e-2, "weight_decay": 0.1}),
     ),
     Case(
         "adam-amsgrad",
         jadam.adam,
         {"learning_rate": 1e-2, "amsgrad": True},
         reference.Adam(learning_rate=1e-2, amsgrad=True),
+        torch=("Adam", {"lr": 1e-2, "amsgrad": True}),
     ),
     Case(
         "adam-nesterov",
@@ -76,6 +94,7 @@ CASES = [
         {"learning_rate": 1e-2, "maximize": True},
         reference.Adam(learning_rate=1e-2, maximize=True),
         lambda: optax.chain(optax.scale(-1.0), optax.adam(1e-2)),
+        torch=("Adam", {"lr": 1e-2, "maximize": True}),
     ),
     Case(
         "adam-eps-root",
@@ -90,6 +109,7 @@ CASES = [
         {"learning_rate": 1e-2, "weight_decay": 0.1},
         reference.Adam(learning_rate=1e-2, weight_decay=0.1, decoupled=True),
         lambda: optax.adamw(1e-2, weight_decay=0.1),
+        torch=("AdamW", {"lr": 1e-2, "weight_decay": 0.1}),
     ),
     Case(
         "adamw-amsgrad-nesterov-maximize",
@@ -105,5 +125,112 @@ CASES = [
         {"b1": 0.85},
         reference.Adam(learning_rate=None, b1=0.85),
         lambda: optax.scale_by_adam(b1=0.85),
+    ),
+    Case(
+        "sgd",
+        jadam.sgd,
+        {"learning_rate": 0.1},
+        reference.SGD(learning_rate=0.1),
+        lambda: optax.sgd(0.1),
+        torch=("SGD", {"lr": 0.1}),
+        converge={"rosenbrock": (1e-3, 6000, 1e-2)},
+    ),
+    Case(
+        "sgd-momentum",
+        jadam.sgd,
+        {"learning_rate": 0.05, "momentum": 0.9},
+        reference.SGD(learning_rate=0.05, momentum=0.9),
+        lambda: optax.sgd(0.05, momentum=0.9),
+        torch=("SGD", {"lr": 0.05, "momentum": 0.9}),
+        converge={"rosenbrock": (5e-4, 6000, 1e-2)},
+    ),
+    Case(
+        "sgd-nesterov-l2",
+        jadam.sgd,
+        {"learning_rate": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01},
+        reference.SGD(learning_rate=0.05, momentum=0.9, nesterov=True, weight_decay=0.01),
+        lambda: optax.chain(optax.add_decayed_weights(0.01),
+                            optax.sgd(0.05, momentum=0.9, nesterov=True)),
+        torch=("SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01}),
+        converge={"rosenbrock": (5e-4, 6000, 1e-2)},
+    ),
+    Case(
+        "sgd-dampening-maximize",
+        jadam.sgd,
+        {"learning_rate": 0.05, "momentum": 0.8, "dampening": 0.3, "maximize": True},
+        reference.SGD(learning_rate=0.05, momentum=0.8, dampening=0.3, maximize=True),
+        torch=("SGD", {"lr": 0.05, "momentum": 0.8, "dampening": 0.3, "maximize": True}),
+        converge={"rosenbrock": (5e-4, 6000, 1e-2)},
+    ),
+    Case(
+        "adadelta",
+        jadam.adadelta,
+        {},
+        reference.Adadelta(),
+        lambda: optax.adadelta(1.0),
+        torch=("Adadelta", {"lr": 1.0}),
+        # Adadelta crawls along Rosenbrock's valley: 12.5 -> 0.57 in 6000 steps.
+        converge={"parabola": (1.0, 1500, 1e-3), "rosenbrock": (1.0, 6000, 1.0)},
+    ),
+    Case(
+        "adadelta-l2",
+        jadam.adadelta,
+        {"learning_rate": 0.5, "rho": 0.95, "eps": 1e-5, "weight_decay": 0.01},
+        reference.Adadelta(learning_rate=0.5, rho=0.95, eps=1e-5, weight_decay=0.01),
+        torch=("Adadelta", {"lr": 0.5, "rho": 0.95, "eps": 1e-5, "weight_decay": 0.01}),
+        converge={"parabola": (1.0, 1500, 1e-3), "rosenbrock": (1.0, 6000, 2.0)},
+    ),
+    Case(
+        "adagrad",
+        jadam.adagrad,
+        {"learning_rate": 0.1},
+        reference.Adagrad(learning_rate=0.1),
+        torch=("Adagrad", {"lr": 0.1}),
+        converge={"parabola": (0.5, 1500, 1e-3), "rosenbrock": (0.5, 6000, 1e-2)},
+    ),
+    Case(
+        "adagrad-decay-l2",
+        jadam.adagrad,
+        {"learning_rate": 0.1, "lr_decay": 0.01, "initial_accumulator_value": 0.1,
+         "weight_decay": 0.01},
+        reference.Adagrad(learning_rate=0.1, lr_decay=0.01, initial_accumulator_value=0.1,
+                          weight_decay=0.01),
+        torch=("Adagrad", {"lr": 0.1, "lr_decay": 0.01, "initial_accumulator_value": 0.1,
+                           "weight_decay": 0.01}),
+        # lr_decay shrinks the rate 60-fold over 6000 steps: 12.5 -> 0.07 on Rosenbrock.
+        converge={"parabola": (2.0, 1500, 1e-3), "rosenbrock": (2.0, 6000, 0.1)},
+    ),
+    Case(
+        "adagrad-as-optax",
+        jadam.adagrad,
+        {"learning_rate": 0.1, "initial_accumulator_value": 0.1, "eps": 0.0},
+        reference.Adagrad(learning_rate=0.1, initial_accumulator_value=0.1, eps=0.0),
+        lambda: optax.adagrad(0.1, eps=0.0),
+        converge={"parabola": (0.5, 1500, 1e-3), "rosenbrock": (0.5, 6000, 1e-2)},
+    ),
+    Case(
+        "rmsprop",
+        jadam.rmsprop,
+        {},
+        reference.RMSprop(),
+        torch=("RMSprop", {"lr": 1e-2}),
+        converge={"rosenbrock": (1e-3, 6000, 1e-2)},
+    ),
+    Case(
+        "rmsprop-centered-momentum-l2",
+        jadam.rmsprop,
+        {"learning_rate": 1e-3, "centered": True, "momentum": 0.9, "weight_decay": 0.01},
+        reference.RMSprop(learning_rate=1e-3, centered=True, momentum=0.9, weight_decay=0.01),
+        torch=("RMSprop", {"lr": 1e-3, "centered": True, "momentum": 0.9,
+                           "weight_decay": 0.01}),
+        converge={"rosenbrock": (1e-3, 6000, 1e-2)},
+    ),
+    Case(
+        "rmsprop-as-optax",
+        jadam.rmsprop,
+        {"learning_rate": 1e-2, "decay": 0.9, "eps_in_sqrt": True, "maximize": True},
+        reference.RMSprop(learning_rate=1e-2, decay=0.9, eps_in_sqrt=True, maximize=True),
+        lambda: optax.chain(optax.scale(-1.0), optax.rmsprop(1e-2)),
+        converge={"rosenbrock": (1e-3, 6000, 1e-2)},
     ),
 ]

@@ -80,3 +80,113 @@ class Adam:
         if self.weight_decay and self.decoupled:
             step = step - self.learning_rate * self.weight_decay * theta
         return step, new_state
+
+
+@dataclasses.dataclass
+class SGD:
+    """SGD with momentum as in torch.optim.SGD's documented algorithm (Sutskever et al. 2013
+    for Nesterov): b_1 = g_1, b_t = momentum b_{t-1} + (1 - dampening) g_t."""
+
+    learning_rate: float = 1e-2
+    momentum: float = 0.0
+    dampening: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    maximize: bool = False
+
+    def init(self, p: np.ndarray) -> dict[str, np.ndarray]:
+        return {"trace": np.zeros(np.shape(p))} if self.momentum else {}
+
+    def step(self, state, g, p, t):
+        g = -np.asarray(g, np.float64) if self.maximize else np.asarray(g, np.float64)
+        g = g + self.weight_decay * np.asarray(p, np.float64)
+        if not self.momentum:
+            return -self.learning_rate * g, {}
+        first = t == 1  # the buffer starts at the first gradient, undamped
+        buf = g.copy() if first else self.momentum * state["trace"] + (1 - self.dampening) * g
+        d = g + self.momentum * buf if self.nesterov else buf
+        return -self.learning_rate * d, {"trace": buf}
+
+
+@dataclasses.dataclass
+class Adadelta:
+    """Algorithm 1 of Zeiler (2012), scaled by a learning rate as torch.optim.Adadelta."""
+
+    learning_rate: float = 1.0
+    rho: float = 0.9
+    eps: float = 1e-6
+    weight_decay: float = 0.0
+    maximize: bool = False
+
+    def init(self, p):
+        return {"square_avg": np.zeros(np.shape(p)), "acc_delta": np.zeros(np.shape(p))}
+
+    def step(self, state, g, p, t):
+        g = -np.asarray(g, np.float64) if self.maximize else np.asarray(g, np.float64)
+        g = g + self.weight_decay * np.asarray(p, np.float64)
+        eg2 = self.rho * state["square_avg"] + (1 - self.rho) * g**2
+        rms_dx = np.sqrt(state["acc_delta"] + self.eps)
+        rms_g = np.sqrt(eg2 + self.eps)
+        dx = rms_dx / rms_g * g
+        edx2 = self.rho * state["acc_delta"] + (1 - self.rho) * dx**2
+        return -self.learning_rate * dx, {"square_avg": eg2, "acc_delta": edx2}
+
+
+@dataclasses.dataclass
+class Adagrad:
+    """Diagonal Adagrad (Duchi et al. 2011, eq. for diag(G_t)), with torch.optim.Adagrad's
+    lr_decay and initial accumulator."""
+
+    learning_rate: float = 1e-2
+    lr_decay: float = 0.0
+    initial_accumulator_value: float = 0.0
+    eps: float = 1e-10
+    weight_decay: float = 0.0
+    maximize: bool = False
+
+    def init(self, p):
+        return {"sum": np.full(np.shape(p), self.initial_accumulator_value, np.float64)}
+
+    def step(self, state, g, p, t):
+        g = -np.asarray(g, np.float64) if self.maximize else np.asarray(g, np.float64)
+        g = g + self.weight_decay * np.asarray(p, np.float64)
+        rate = self.learning_rate / (1 + (t - 1) * self.lr_decay)
+        acc = state["sum"] + g * g
+        return -rate * g / (np.sqrt(acc) + self.eps), {"sum": acc}
+
+
+@dataclasses.dataclass
+class RMSprop:
+    """RMSprop (Tieleman & Hinton 2012; centred as Graves 2013 eqs. 38-41), with momentum and
+    eps placement as torch.optim.RMSprop documents."""
+
+    learning_rate: float = 1e-2
+    decay: float = 0.99
+    eps: float = 1e-8
+    centered: bool = False
+    momentum: float = 0.0
+    eps_in_sqrt: bool = False
+    weight_decay: float = 0.0
+    maximize: bool = False
+
+    def init(self, p):
+        state = {"nu": np.zeros(np.shape(p))}
+        if self.centered:
+            state["mu"] = np.zeros(np.shape(p))
+        if self.momentum:
+            state["trace"] = np.zeros(np.shape(p))
+        return state
+
+    def step(self, state, g, p, t):
+        g = -np.asarray(g, np.float64) if self.maximize else np.asarray(g, np.float64)
+        g = g + self.weight_decay * np.asarray(p, np.float64)
+        new = {"nu": self.decay * state["nu"] + (1 - self.decay) * g * g}
+        var = new["nu"]
+        if self.centered:
+            new["mu"] = self.decay * state["mu"] + (1 - self.decay) * g
+            var = var - new["mu"] ** 2
+        denom = np.sqrt(var + self.eps) if self.eps_in_sqrt else np.sqrt(var) + self.eps
+        d = g / denom
+        if self.momentum:
+            d = new["trace"] = self.momentum * state["trace"] + d
+        return -self.learning_rate * d, new

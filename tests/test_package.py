@@ -12,11 +12,19 @@ import pytest
 import jadam
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-MODULES = ["jadam", "jadam.adam", "jadam.hyperparams", "jadam.layout", "jadam.rule"]
+MODULES = ["jadam", "jadam.adadelta", "jadam.adagrad", "jadam.adam", "jadam.hyperparams",
+           "jadam.layout", "jadam.registry", "jadam.rmsprop", "jadam.rule", "jadam.sgd"]
 
 
 def test_all_is_the_public_api() -> None:
-    assert sorted(jadam.__all__) == ["ScaleByAdamState", "adam", "adamw", "scale_by_adam"]
+    states = [n for n in jadam.__all__ if n.startswith("ScaleBy")]
+    assert sorted(jadam.__all__) == sorted(
+        ["OptimizerInfo", "optimizers", "scale_by_adam", *jadam.optimizers, *states]
+    )
+    for info in jadam.optimizers.values():
+        assert getattr(jadam, info.name) is info.make
+        state = info.make.__annotations__["return"]
+        assert state == "optax.GradientTransformationExtraArgs", info.name
     for name in jadam.__all__:
         obj = getattr(jadam, name)
         assert obj.__doc__, f"{name} has no docstring"
@@ -66,11 +74,11 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert text.index("```sh") < text.index("## ")
 
 
-def test_readme_table_lists_every_optimizer() -> None:
+def test_readme_table_is_the_registrys() -> None:
     text = (ROOT / "README.md").read_text()
+    assert jadam.registry.markdown_table() in text
     rows = re.findall(r"^\| `jadam\.(\w+)` \|", text, re.M)
-    optimizers = [n for n in jadam.__all__ if not n[0].isupper()]
-    assert sorted(rows) == sorted(optimizers)
+    assert rows == list(jadam.optimizers)
 
 
 def test_ci_runs_the_readme_test_command() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 
@@ -13,8 +14,8 @@ import pytest
 
 import jadam
 
-CONSTRUCTORS = {"jadam.adam": jadam.adam, "jadam.adamw": jadam.adamw,
-                "jadam.scale_by_adam": jadam.scale_by_adam}
+CONSTRUCTORS = {f"jadam.{name}": info.make for name, info in jadam.optimizers.items()}
+CONSTRUCTORS["jadam.scale_by_adam"] = jadam.scale_by_adam
 
 # (argument, bad value, what the message must say); every one fails in every constructor that
 # takes the argument.
@@ -38,14 +39,29 @@ BAD = [
     ("eps_root", -1.0, "must be >= 0, got -1"),
     ("weight_decay", -0.1, "must be >= 0, got -0.1"),
     ("weight_decay", math.inf, "must be finite"),
+    ("momentum", -0.1, "must be >= 0, got -0.1"),
+    ("momentum", math.nan, "must be finite"),
+    ("dampening", 1.5, "must be in [0, 1], got 1.5"),
+    ("rho", 0.0, "must be in (0, 1), got 0"),
+    ("rho", 1.0, "must be in (0, 1), got 1"),
+    ("lr_decay", -1.0, "must be >= 0, got -1"),
+    ("initial_accumulator_value", -0.5, "must be >= 0, got -0.5"),
+    ("decay", 1.0, "must be in [0, 1), got 1"),
     ("mu_dtype", jnp.int32, "must be a floating dtype, got int32"),
     ("nu_dtype", "not-a-dtype", "is not a dtype"),
 ]
 
 
 def _takes(ctor, name: str) -> bool:
-    return name in ctor.__code__.co_varnames[: ctor.__code__.co_argcount
-                                            + ctor.__code__.co_kwonlyargcount]
+    return name in inspect.signature(ctor).parameters
+
+
+def _call(ctor, **kwargs):
+    """Calls ``ctor`` with ``kwargs``, and a valid learning rate if it requires one."""
+    param = inspect.signature(ctor).parameters.get("learning_rate")
+    if param is not None and param.default is inspect.Parameter.empty:
+        kwargs.setdefault("learning_rate", 1e-3)
+    return ctor(**kwargs)
 
 
 @pytest.mark.parametrize(("arg", "value", "says"), BAD, ids=lambda x: repr(x)[:24])
@@ -55,7 +71,7 @@ def test_bad_hyperparameter_names_call_and_argument(arg, value, says) -> None:
         if not _takes(ctor, arg):
             continue
         with pytest.raises(ValueError, match=re.escape(says)) as info:
-            ctor(**{arg: value})
+            _call(ctor, **{arg: value})
         assert str(info.value).startswith(f"{fn}({arg}="), str(info.value)
         tested += 1
     assert tested
@@ -132,3 +148,12 @@ def test_state_made_with_other_options_is_a_clear_error() -> None:
     state = jadam.adam().init(params)
     with pytest.raises(TypeError, match=re.escape("the state has no 'nu_max'")):
         jadam.adam(amsgrad=True).update(params, state, params)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"momentum": 0.0, "nesterov": True},
+               {"momentum": 0.9, "dampening": 0.1, "nesterov": True}],
+)
+def test_nesterov_needs_momentum_and_no_dampening(kwargs) -> None:
+    with pytest.raises(ValueError, match=re.escape("jadam.sgd(nesterov=True): Nesterov momentum")):
+        jadam.sgd(0.1, **kwargs)

@@ -1,0 +1,127 @@
+"""The registry of jadam's optimizers: build any of them from its name, or list them.
+
+>>> import jadam
+>>> tx = jadam.optimizers["adamw"].make(learning_rate=3e-4)
+>>> sorted(jadam.optimizers)[:3]
+['adadelta', 'adagrad', 'adam']
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+import optax
+
+from jadam.adadelta import adadelta
+from jadam.adagrad import adagrad
+from jadam.adam import adam, adamw
+from jadam.rmsprop import rmsprop
+from jadam.sgd import sgd
+
+
+class OptimizerInfo(NamedTuple):
+    """One optimizer of the registry.
+
+    Attributes:
+      name: its name in ``jadam.optimizers`` (and in ``jadam``).
+      make: its constructor, e.g. :func:`jadam.adam`.
+      family: ``"classic"`` for the methods Adam is compared with, ``"adam"`` for its family.
+      summary: what it is, in a line.
+      paper: the reference, as "Authors, Title, Venue Year".
+      url: where to read the paper.
+    """
+
+    name: str
+    make: Callable[..., optax.GradientTransformationExtraArgs]
+    family: str
+    summary: str
+    paper: str
+    url: str
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """The constructor's arguments that have defaults, with them."""
+        return {
+            name: p.default
+            for name, p in inspect.signature(self.make).parameters.items()
+            if p.default is not inspect.Parameter.empty
+        }
+
+
+_ADAM = "Kingma & Ba, *Adam: A Method for Stochastic Optimization*, ICLR 2015"
+_ENTRIES = [
+    OptimizerInfo(
+        "sgd", sgd, "classic",
+        "SGD with momentum (Polyak) or Nesterov momentum, dampening and coupled L2",
+        "Sutskever, Martens, Dahl & Hinton, *On the importance of initialization and momentum "
+        "in deep learning*, ICML 2013",
+        "https://proceedings.mlr.press/v28/sutskever13.html",
+    ),
+    OptimizerInfo(
+        "adadelta", adadelta, "classic",
+        "Steps from running averages of squared gradients and squared updates",
+        "Zeiler, *ADADELTA: An Adaptive Learning Rate Method*, 2012",
+        "https://arxiv.org/abs/1212.5701",
+    ),
+    OptimizerInfo(
+        "adagrad", adagrad, "classic",
+        "Steps scaled by the root of the sum of all squared gradients",
+        "Duchi, Hazan & Singer, *Adaptive Subgradient Methods for Online Learning and "
+        "Stochastic Optimization*, JMLR 2011",
+        "https://jmlr.org/papers/v12/duchi11a.html",
+    ),
+    OptimizerInfo(
+        "rmsprop", rmsprop, "classic",
+        "Steps scaled by a running RMS of gradients; centred (Graves 2013) and momentum options",
+        "Tieleman & Hinton, *Lecture 6.5, rmsprop*, Neural Networks for Machine Learning, 2012",
+        "https://www.cs.toronto.edu/~tijmen/csc321/slides/lecture_slides_lec6.pdf",
+    ),
+    OptimizerInfo(
+        "adam", adam, "adam",
+        "Adam, with coupled L2 weight decay, AMSGrad, Nesterov momentum and maximize",
+        _ADAM, "https://arxiv.org/abs/1412.6980",
+    ),
+    OptimizerInfo(
+        "adamw", adamw, "adam",
+        "Adam with decoupled weight decay (scaled by the learning rate) and a decay mask",
+        "Loshchilov & Hutter, *Decoupled Weight Decay Regularization*, ICLR 2019",
+        "https://arxiv.org/abs/1711.05101",
+    ),
+]
+
+class Registry(Mapping[str, OptimizerInfo]):
+    """Every optimizer in jadam by name (read-only): ``jadam.optimizers["adam"].make(...)``."""
+
+    def __init__(self, entries: list[OptimizerInfo]) -> None:
+        self._entries = MappingProxyType({e.name: e for e in entries})
+
+    def __getitem__(self, name: str) -> OptimizerInfo:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise KeyError(
+                f"jadam has no optimizer {name!r}; it has {', '.join(self._entries)}"
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"jadam.optimizers({', '.join(self._entries)})"
+
+
+optimizers = Registry(_ENTRIES)
+
+
+def markdown_table() -> str:
+    """The README's table of optimizers, generated from the registry."""
+    rows = ["| optimizer | family | what it is | paper |", "|---|---|---|---|"]
+    for e in optimizers.values():
+        rows.append(f"| `jadam.{e.name}` | {e.family} | {e.summary} | [{e.paper}]({e.url}) |")
+    return "\n".join(rows)

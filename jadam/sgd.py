@@ -1,0 +1,128 @@
+"""Stochastic gradient descent, with momentum and Nesterov momentum, as torch.optim.SGD."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jadam import hyperparams, layout
+from jadam.hyperparams import Scalar, ScalarOrSchedule
+from jadam.rule import Moment, Rule
+
+
+class ScaleBySGDState(NamedTuple):
+    """State of :func:`sgd`.
+
+    Attributes:
+      count: number of updates made so far.
+      trace: the momentum buffer; ``None`` when ``momentum`` is the number 0.
+    """
+
+    count: jax.Array
+    trace: optax.Updates | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SGDRule(Rule):
+    """The momentum buffer and its Nesterov look-ahead, for one array."""
+
+    nesterov: bool = False
+    state_type = ScaleBySGDState
+
+    def scalars(
+        self, hp: Mapping[str, jax.Array], t: jax.Array, carry: Mapping[str, jax.Array]
+    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+        if not self.moments:
+            return {}, dict(carry)
+        # torch starts the buffer at the first gradient itself, undamped.
+        take = jnp.where(t == 1, jnp.float32(1), 1 - hp["dampening"])
+        return {"momentum": hp["momentum"], "take": take}, dict(carry)
+
+    def apply(
+        self,
+        s: Mapping[str, jax.Array],
+        g: jax.Array,
+        state: Mapping[str, jax.Array],
+        p: jax.Array | None,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        del p
+        if not self.moments:
+            return g, {}
+        trace = s["momentum"] * state["trace"] + s["take"] * g
+        direction = g + s["momentum"] * trace if self.nesterov else trace
+        return direction, {"trace": trace}
+
+
+def sgd(
+    learning_rate: ScalarOrSchedule,
+    momentum: Scalar = 0.0,
+    *,
+    dampening: Scalar = 0.0,
+    nesterov: bool = False,
+    weight_decay: ScalarOrSchedule = 0.0,
+    maximize: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Stochastic gradient descent with optional momentum (Polyak) or Nesterov momentum.
+
+    With gradient :math:`g_t` (plus :math:`\lambda\theta_{t-1}` if ``weight_decay`` is set):
+
+    .. math::
+
+        b_1 &= g_1, \qquad b_t = \mu b_{t-1} + (1 - \tau) g_t \\
+        d_t &= g_t + \mu b_t \ \text{(nesterov)}, \quad\text{else } d_t = b_t \\
+        \theta_t &= \theta_{t-1} - \alpha d_t
+
+    and :math:`d_t = g_t` without momentum.
+
+    Args:
+      learning_rate: :math:`\alpha`, a number or an optax schedule; required, as in torch.
+      momentum: :math:`\mu` >= 0. The number 0 keeps no buffer.
+      dampening: :math:`\tau` in [0, 1], damps the gradient's share of the buffer.
+      nesterov: Nesterov momentum (Sutskever et al., 2013); needs momentum > 0 and no
+        dampening.
+      weight_decay: :math:`\lambda` >= 0, coupled L2 (added to the gradient).
+      maximize: ascend instead of descending.
+
+    Returns:
+      An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleBySGDState`.
+
+    Example:
+      >>> import jax.numpy as jnp, jadam
+      >>> params = {"w": jnp.array([1.0, 2.0])}
+      >>> tx = jadam.sgd(0.1, momentum=0.9)
+      >>> updates, state = tx.update({"w": jnp.array([1.0, -1.0])}, tx.init(params), params)
+      >>> updates["w"]
+      Array([-0.1,  0.1], dtype=float32)
+
+    Differences from other libraries:
+      - ``torch.optim.SGD``: the same, with the same arguments.
+      - ``optax.sgd``: the same for ``dampening=0``; its buffer also starts at the first
+        gradient. optax has no ``dampening``, ``weight_decay`` or ``maximize`` in ``sgd``.
+
+    References:
+      Robbins & Monro, *A Stochastic Approximation Method*, Ann. Math. Statist. 1951.
+      Polyak, *Some methods of speeding up the convergence of iteration methods*, 1964.
+      Sutskever, Martens, Dahl & Hinton, *On the importance of initialization and momentum in
+      deep learning*, ICML 2013, https://proceedings.mlr.press/v28/sutskever13.html.
+    """
+    fn = "jadam.sgd"
+    hp = {
+        "momentum": hyperparams.scalar(fn, "momentum", momentum),
+        "dampening": hyperparams.scalar(fn, "dampening", dampening, high=1.0),
+    }
+    damped = not hyperparams.is_zero(hp["dampening"]) and not hyperparams.is_traced(dampening)
+    if nesterov and (hyperparams.is_zero(hp["momentum"]) or damped):
+        raise ValueError(
+            f"{fn}(nesterov=True): Nesterov momentum needs momentum > 0 and dampening = 0, got "
+            f"momentum={momentum}, dampening={dampening}"
+        )
+    moments = () if hyperparams.is_zero(hp["momentum"]) else (Moment("trace"),)
+    rule = SGDRule(hp, moments, nesterov=bool(nesterov))
+    return layout.optimizer(
+        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay, maximize=maximize
+    )
