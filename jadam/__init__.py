@@ -7,7 +7,10 @@ Optimizers are optax ``GradientTransformation`` s: ``state = tx.init(params)``, 
 
 from jadam.adadelta import ScaleByAdadeltaState, adadelta
 from jadam.adagrad import ScaleByAdagradState, adagrad
-from jadam.adam import ScaleByAdamState, adam, adamw, scale_by_adam
+from jadam.adam import ScaleByAdamState, adam, adamw, amsgrad, scale_by_adam
+from jadam.adamax import ScaleByAdamaxState, adamax
+from jadam.nadam import ScaleByNAdamState, nadam, nadamw
+from jadam.radam import ScaleByRAdamState, radam
 from jadam.registry import OptimizerInfo, optimizers
 from jadam.rmsprop import ScaleByRMSpropState, rmsprop
 from jadam.sgd import ScaleBySGDState, sgd
@@ -19,13 +22,21 @@ __all__ = [
     "ScaleByAdadeltaState",
     "ScaleByAdagradState",
     "ScaleByAdamState",
+    "ScaleByAdamaxState",
+    "ScaleByNAdamState",
+    "ScaleByRAdamState",
     "ScaleByRMSpropState",
     "ScaleBySGDState",
     "adadelta",
     "adagrad",
     "adam",
+    "adamax",
     "adamw",
+    "amsgrad",
+    "nadam",
+    "nadamw",
     "optimizers",
+    "radam",
     "rmsprop",
     "scale_by_adam",
     "sgd",

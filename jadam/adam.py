@@ -279,3 +279,41 @@ def adamw(
         rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay,
         decoupled=True, mask=mask, maximize=maximize,
     )
+
+
+def amsgrad(
+    learning_rate: ScalarOrSchedule = 1e-3,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    eps_root: Scalar = 0.0,
+    *,
+    weight_decay: ScalarOrSchedule = 0.0,
+    maximize: bool = False,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""AMSGrad: Adam that never lets its second moment shrink (Reddi et al., 2018).
+
+    :func:`adam` with ``amsgrad=True``: :math:`\hat v_t` is computed from
+    :math:`\max(v_1, \dots, v_t)`, bias-corrected by :math:`1 - \beta_2^t` as in
+    ``torch.optim.Adam(amsgrad=True)``. Arguments as in :func:`adam`.
+
+    Example:
+      >>> import jax.numpy as jnp, jadam
+      >>> params = {"w": jnp.ones(2)}
+      >>> tx = jadam.amsgrad(1e-3)
+      >>> updates, state = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
+
+    Differences from other libraries: ``optax.amsgrad`` keeps the maximum of the bias-corrected
+    :math:`\hat v_t`; the two agree when :math:`\beta_2 = 0` (see :func:`adam`).
+
+    References:
+      Reddi, Kale & Kumar, *On the Convergence of Adam and Beyond*, ICLR 2018,
+      https://openreview.net/forum?id=ryQu7f-RZ.
+    """
+    fn = "jadam.amsgrad"
+    rule = _adam_rule(fn, b1, b2, eps, eps_root, True, False, mu_dtype, nu_dtype)
+    return layout.optimizer(
+        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay, maximize=maximize
+    )

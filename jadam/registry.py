@@ -17,7 +17,10 @@ import optax
 
 from jadam.adadelta import adadelta
 from jadam.adagrad import adagrad
-from jadam.adam import adam, adamw
+from jadam.adam import adam, adamw, amsgrad
+from jadam.adamax import adamax
+from jadam.nadam import nadam, nadamw
+from jadam.radam import radam
 from jadam.rmsprop import rmsprop
 from jadam.sgd import sgd
 
@@ -89,6 +92,35 @@ _ENTRIES = [
         "Adam with decoupled weight decay (scaled by the learning rate) and a decay mask",
         "Loshchilov & Hutter, *Decoupled Weight Decay Regularization*, ICLR 2019",
         "https://arxiv.org/abs/1711.05101",
+    ),
+    OptimizerInfo(
+        "amsgrad", amsgrad, "adam",
+        "Adam whose second moment never shrinks (the maximum so far)",
+        "Reddi, Kale & Kumar, *On the Convergence of Adam and Beyond*, ICLR 2018",
+        "https://openreview.net/forum?id=ryQu7f-RZ",
+    ),
+    OptimizerInfo(
+        "nadam", nadam, "adam",
+        "Adam with Nesterov momentum and torch's momentum schedule (0 gives optax's form)",
+        "Dozat, *Incorporating Nesterov Momentum into Adam*, ICLR 2016 workshop",
+        "https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ",
+    ),
+    OptimizerInfo(
+        "nadamw", nadamw, "adam",
+        "NAdam with decoupled weight decay",
+        "Dozat, *Incorporating Nesterov Momentum into Adam*, ICLR 2016 workshop",
+        "https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ",
+    ),
+    OptimizerInfo(
+        "radam", radam, "adam",
+        "Rectified Adam: momentum SGD until the adaptive rate's variance is tractable",
+        "Liu et al., *On the Variance of the Adaptive Learning Rate and Beyond*, ICLR 2020",
+        "https://arxiv.org/abs/1908.03265",
+    ),
+    OptimizerInfo(
+        "adamax", adamax, "adam",
+        "Adam with the infinity norm in place of the second moment",
+        _ADAM + ", Section 7.1", "https://arxiv.org/abs/1412.6980",
     ),
 ]
 

@@ -77,7 +77,8 @@ def per_step_errors(
     """
     step = jax.jit(tx.update)
     state = tx.init(params)
-    names = [f for f in state._fields if f != "count" and getattr(state, f) is not None]
+    # The per-parameter moments: the state fields the reference also keeps per array.
+    names = [f for f in state._fields if f in ref.init(np.zeros(()))]
     treedef = jax.tree.structure(params)
     n = treedef.num_leaves
     err = {k: np.zeros(n) for k in ["update", *names]}

@@ -190,3 +190,105 @@ class RMSprop:
         if self.momentum:
             d = new["trace"] = self.momentum * state["trace"] + d
         return -self.learning_rate * d, new
+
+
+@dataclasses.dataclass
+class NAdam:
+    """NAdam, Algorithm 2 of Dozat (2016) with the momentum schedule
+    mu_t = b1 (1 - 0.96^(t psi) / 2) of torch.optim.NAdam's documentation (psi = 0: mu_t = b1)
+    and torch's bias-corrected second moment. The running product of mu is carried in the state,
+    in float64 here."""
+
+    learning_rate: float = 2e-3
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    momentum_decay: float = 4e-3
+    weight_decay: float = 0.0
+    decoupled: bool = False
+    maximize: bool = False
+
+    def _mu(self, t: int) -> float:
+        if self.momentum_decay == 0:
+            return self.b1
+        return self.b1 * (1.0 - 0.5 * 0.96 ** (t * self.momentum_decay))
+
+    def init(self, p):
+        return {"mu": np.zeros(np.shape(p)), "nu": np.zeros(np.shape(p))}
+
+    def step(self, state, g, p, t):
+        g = -np.asarray(g, np.float64) if self.maximize else np.asarray(g, np.float64)
+        theta = np.asarray(p, np.float64)
+        if self.weight_decay and not self.decoupled:
+            g = g + self.weight_decay * theta
+        prod_t = np.prod([self._mu(i) for i in range(1, t + 1)])
+        prod_next = prod_t * self._mu(t + 1)
+        m = self.b1 * state["mu"] + (1 - self.b1) * g
+        v = self.b2 * state["nu"] + (1 - self.b2) * g * g
+        v_hat = v / (1 - self.b2**t)
+        m_bar = (1 - self._mu(t)) * g / (1 - prod_t) + self._mu(t + 1) * m / (1 - prod_next)
+        step = -self.learning_rate * m_bar / (np.sqrt(v_hat) + self.eps)
+        if self.weight_decay and self.decoupled:
+            step = step - self.learning_rate * self.weight_decay * theta
+        return step, {"mu": m, "nu": v}
+
+
+@dataclasses.dataclass
+class RAdam:
+    """RAdam, Algorithm 2 of Liu et al. (2020): SMA length rho_t, the switch at rho_t > 5, and
+    the rectification term r_t; the adaptive rate sqrt(1 - b2^t) / (sqrt(v_t) + eps) as in
+    torch.optim.RAdam's documentation."""
+
+    learning_rate: float = 1e-3
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    decoupled: bool = False
+    maximize: bool = False
+
+    def init(self, p):
+        return {"mu": np.zeros(np.shape(p)), "nu": np.zeros(np.shape(p))}
+
+    def step(self, state, g, p, t):
+        g = -np.asarray(g, np.float64) if self.maximize else np.asarray(g, np.float64)
+        theta = np.asarray(p, np.float64)
+        if self.weight_decay and not self.decoupled:
+            g = g + self.weight_decay * theta
+        m = self.b1 * state["mu"] + (1 - self.b1) * g
+        v = self.b2 * state["nu"] + (1 - self.b2) * g * g
+        m_hat = m / (1 - self.b1**t)
+        rho_inf = 2 / (1 - self.b2) - 1
+        rho = rho_inf - 2 * t * self.b2**t / (1 - self.b2**t)
+        if rho > 5:
+            r = np.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+            l_t = np.sqrt(1 - self.b2**t) / (np.sqrt(v) + self.eps)
+            step = -self.learning_rate * m_hat * r * l_t
+        else:
+            step = -self.learning_rate * m_hat
+        if self.weight_decay and self.decoupled:
+            step = step - self.learning_rate * self.weight_decay * theta
+        return step, {"mu": m, "nu": v}
+
+
+@dataclasses.dataclass
+class Adamax:
+    """Adamax, Algorithm 2 of Kingma & Ba (2015), with eps inside the max as torch.optim.Adamax
+    documents."""
+
+    learning_rate: float = 2e-3
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    maximize: bool = False
+
+    def init(self, p):
+        return {"mu": np.zeros(np.shape(p)), "nu": np.zeros(np.shape(p))}
+
+    def step(self, state, g, p, t):
+        g = -np.asarray(g, np.float64) if self.maximize else np.asarray(g, np.float64)
+        g = g + self.weight_decay * np.asarray(p, np.float64)
+        m = self.b1 * state["mu"] + (1 - self.b1) * g
+        u = np.maximum(self.b2 * state["nu"], np.abs(g) + self.eps)
+        return -(self.learning_rate / (1 - self.b1**t)) * m / u, {"mu": m, "nu": u}

@@ -67,7 +67,7 @@ def test_each_step_matches_paper(case: Case, precision: str) -> None:
     The reference gets the hyperparameters rounded to float32, as jadam holds them (see
     helpers.float32_hyperparams). Tolerance, normwise per leaf: one ulp of the dtype each output
     is stored in (rounding to it costs half), and 4 ulps for a float32 update, which goes through
-    about ten float32 operations (observed at most 2.3).
+    about ten float32 operations (observed at most 2.3; a case may state a reason for more).
     """
     dtype, state_dtypes = PRECISIONS[precision]
     params = helpers.random_tree(np.random.default_rng(0), dtype)
@@ -80,7 +80,7 @@ def test_each_step_matches_paper(case: Case, precision: str) -> None:
               "nu_max": state_dtypes.get("nu_dtype", dtype)}
     for name, error in errors.items():
         out = stored.get(name, dtype)
-        ulps = 4 if name == "update" and out == jnp.float32 else 1
+        ulps = case.update_ulps if name == "update" and out == jnp.float32 else 1
         assert error <= ulps * float(jnp.finfo(out).eps), (name, error)
 
 

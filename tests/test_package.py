@@ -12,8 +12,9 @@ import pytest
 import jadam
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-MODULES = ["jadam", "jadam.adadelta", "jadam.adagrad", "jadam.adam", "jadam.hyperparams",
-           "jadam.layout", "jadam.registry", "jadam.rmsprop", "jadam.rule", "jadam.sgd"]
+MODULES = ["jadam", "jadam.adadelta", "jadam.adagrad", "jadam.adam", "jadam.adamax",
+           "jadam.hyperparams", "jadam.layout", "jadam.nadam", "jadam.radam", "jadam.registry",
+           "jadam.rmsprop", "jadam.rule", "jadam.sgd"]
 
 
 def test_all_is_the_public_api() -> None:

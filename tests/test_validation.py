@@ -47,6 +47,7 @@ BAD = [
     ("lr_decay", -1.0, "must be >= 0, got -1"),
     ("initial_accumulator_value", -0.5, "must be >= 0, got -0.5"),
     ("decay", 1.0, "must be in [0, 1), got 1"),
+    ("momentum_decay", -0.1, "must be >= 0, got -0.1"),
     ("mu_dtype", jnp.int32, "must be a floating dtype, got int32"),
     ("nu_dtype", "not-a-dtype", "is not a dtype"),
 ]

@@ -1,0 +1,108 @@
+"""Adamax (Kingma & Ba, 2015, Section 7.1): Adam with the infinity norm."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.typing import DTypeLike
+
+from jadam import hyperparams, layout
+from jadam.hyperparams import Scalar, ScalarOrSchedule
+from jadam.rule import Moment, Rule, bias_correction, ema
+
+
+class ScaleByAdamaxState(NamedTuple):
+    """State of :func:`adamax`: ``count``; ``mu``, the first moment; ``nu``, the exponentially
+    weighted infinity norm of the gradients."""
+
+    count: jax.Array
+    mu: optax.Updates
+    nu: optax.Updates
+
+
+@dataclasses.dataclass(frozen=True)
+class AdamaxRule(Rule):
+    """Algorithm 2 of Kingma & Ba, for one array."""
+
+    state_type = ScaleByAdamaxState
+
+    def scalars(
+        self, hp: Mapping[str, jax.Array], t: jax.Array, carry: Mapping[str, jax.Array]
+    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+        return {**hp, "bc1": bias_correction(hp["b1"], t)}, dict(carry)
+
+    def apply(
+        self,
+        s: Mapping[str, jax.Array],
+        g: jax.Array,
+        state: Mapping[str, jax.Array],
+        p: jax.Array | None,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        del p
+        mu = ema(state["mu"], g, s["b1"])
+        nu = jnp.maximum(s["b2"] * state["nu"], jnp.abs(g) + s["eps"])
+        return mu / s["bc1"] / nu, {"mu": mu, "nu": nu}
+
+
+def adamax(
+    learning_rate: ScalarOrSchedule = 2e-3,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    *,
+    weight_decay: ScalarOrSchedule = 0.0,
+    maximize: bool = False,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Adamax: Adam with the infinity norm in place of the second moment.
+
+    .. math::
+
+        m_t &= \beta_1 m_{t-1} + (1 - \beta_1) g_t \\
+        u_t &= \max(\beta_2 u_{t-1}, |g_t| + \epsilon) \\
+        \theta_t &= \theta_{t-1} - \frac{\alpha}{1 - \beta_1^t} \frac{m_t}{u_t}
+
+    Args:
+      learning_rate: :math:`\alpha`; the paper's and torch's default 2e-3.
+      b1, b2: :math:`\beta_1, \beta_2` in [0, 1).
+      eps: :math:`\epsilon` >= 0, inside the maximum (the paper has none; torch and optax do,
+        so that :math:`u_t` is never 0).
+      weight_decay: coupled L2 (added to the gradient), >= 0.
+      maximize: ascend instead of descending.
+      mu_dtype, nu_dtype: dtypes of :math:`m` and :math:`u`; default the parameter's.
+
+    Returns:
+      An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByAdamaxState`.
+
+    Example:
+      >>> import jax.numpy as jnp, jadam
+      >>> params = {"w": jnp.ones(2)}
+      >>> tx = jadam.adamax()
+      >>> updates, state = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
+
+    Differences from other libraries: the same update as ``torch.optim.Adamax`` and
+    ``optax.adamax`` (whose default rate is 1e-3).
+
+    References:
+      Kingma & Ba, *Adam: A Method for Stochastic Optimization*, ICLR 2015, Section 7.1,
+      https://arxiv.org/abs/1412.6980.
+    """
+    fn = "jadam.adamax"
+    unit = {"low": 0.0, "high": 1.0, "high_open": True}
+    hp = {
+        "b1": hyperparams.scalar(fn, "b1", b1, **unit),
+        "b2": hyperparams.scalar(fn, "b2", b2, **unit),
+        "eps": hyperparams.scalar(fn, "eps", eps),
+    }
+    moments = (Moment("mu", hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)),
+               Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype)))
+    return layout.optimizer(
+        AdamaxRule(hp, moments), fn=fn, learning_rate=learning_rate, weight_decay=weight_decay,
+        maximize=maximize,
+    )

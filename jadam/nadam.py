@@ -1,0 +1,183 @@
+"""NAdam (Dozat, 2016): Adam with Nesterov momentum and torch.optim.NAdam's momentum schedule."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.typing import DTypeLike
+
+from jadam import hyperparams, layout
+from jadam.hyperparams import Scalar, ScalarOrSchedule
+from jadam.rule import Moment, Rule, bias_correction, ema
+
+
+class ScaleByNAdamState(NamedTuple):
+    """State of :func:`nadam` and :func:`nadamw`: ``count``; ``mu`` and ``nu``, Adam's moments;
+    ``mu_product``, the product of the momentum schedule so far (float32 scalar)."""
+
+    count: jax.Array
+    mu: optax.Updates
+    nu: optax.Updates
+    mu_product: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class NAdamRule(Rule):
+    """NAdam's step for one array, with the momentum schedule computed once per step."""
+
+    state_type = ScaleByNAdamState
+
+    def carry_init(self) -> dict[str, float]:
+        return {"mu_product": 1.0}
+
+    def scalars(
+        self, hp: Mapping[str, jax.Array], t: jax.Array, carry: Mapping[str, jax.Array]
+    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+        b1, psi = hp["b1"], hp["momentum_decay"]
+
+        def momentum(step: jax.Array) -> jax.Array:
+            # 0 switches the schedule off (a constant b1), as in optax's nadam.
+            scheduled = b1 * (1 - 0.5 * jnp.float32(0.96) ** (step * psi))
+            return jnp.where(psi == 0, b1, scheduled)
+
+        mu_t, mu_next = momentum(t), momentum(t + 1)
+        product = carry["mu_product"] * mu_t
+        return {
+            **hp,
+            "g_weight": (1 - mu_t) / (1 - product),
+            "m_weight": mu_next / (1 - product * mu_next),
+            "bc2": bias_correction(hp["b2"], t),
+        }, {"mu_product": product}
+
+    def apply(
+        self,
+        s: Mapping[str, jax.Array],
+        g: jax.Array,
+        state: Mapping[str, jax.Array],
+        p: jax.Array | None,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        del p
+        mu = ema(state["mu"], g, s["b1"])
+        nu = ema(state["nu"], g * g, s["b2"])
+        denom = jnp.sqrt(nu / s["bc2"]) + s["eps"]
+        return (s["g_weight"] * g + s["m_weight"] * mu) / denom, {"mu": mu, "nu": nu}
+
+
+def _nadam(
+    fn: str, learning_rate: ScalarOrSchedule, b1: Scalar, b2: Scalar, eps: Scalar,
+    momentum_decay: Scalar, weight_decay: ScalarOrSchedule, decoupled: bool,
+    mask: layout.Mask | None, maximize: bool, mu_dtype: DTypeLike | None,
+    nu_dtype: DTypeLike | None,
+) -> optax.GradientTransformationExtraArgs:
+    unit = {"low": 0.0, "high": 1.0, "high_open": True}
+    hp = {
+        "b1": hyperparams.scalar(fn, "b1", b1, **unit),
+        "b2": hyperparams.scalar(fn, "b2", b2, **unit),
+        "eps": hyperparams.scalar(fn, "eps", eps),
+        "momentum_decay": hyperparams.scalar(fn, "momentum_decay", momentum_decay),
+    }
+    moments = (Moment("mu", hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)),
+               Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype)))
+    return layout.optimizer(
+        NAdamRule(hp, moments), fn=fn, learning_rate=learning_rate, weight_decay=weight_decay,
+        decoupled=decoupled, mask=mask, maximize=maximize,
+    )
+
+
+def nadam(
+    learning_rate: ScalarOrSchedule = 2e-3,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    *,
+    momentum_decay: Scalar = 4e-3,
+    weight_decay: ScalarOrSchedule = 0.0,
+    maximize: bool = False,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""NAdam: Adam with Nesterov momentum and a warming momentum schedule (Dozat, 2016).
+
+    With :math:`\mu_t = \beta_1 (1 - \tfrac12 \cdot 0.96^{t\psi})` (the schedule of Dozat's
+    paper and ``torch.optim.NAdam``; :math:`\mu_t = \beta_1` when :math:`\psi = 0`):
+
+    .. math::
+
+        m_t &= \beta_1 m_{t-1} + (1 - \beta_1) g_t, \qquad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2 \\
+        \theta_t &= \theta_{t-1} - \alpha \left(
+            \frac{1 - \mu_t}{1 - \prod_{i \le t} \mu_i} g_t
+            + \frac{\mu_{t+1}}{1 - \prod_{i \le t+1} \mu_i} m_t \right)
+            \Big/ \left(\sqrt{v_t / (1 - \beta_2^t)} + \epsilon\right)
+
+    Args:
+      learning_rate: :math:`\alpha`; the paper's and torch's default 2e-3.
+      b1, b2: :math:`\beta_1, \beta_2` in [0, 1).
+      eps: :math:`\epsilon` >= 0, outside the root.
+      momentum_decay: :math:`\psi` >= 0 (torch's default 4e-3). 0 turns the schedule off:
+        :math:`\mu_t = \beta_1`, which is exactly ``optax.nadam``.
+      weight_decay: coupled L2 (added to the gradient); see :func:`nadamw` for decoupled.
+      maximize: ascend instead of descending.
+      mu_dtype, nu_dtype: dtypes of the moments; default the parameter's.
+
+    Returns:
+      An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByNAdamState`.
+
+    Example:
+      >>> import jax.numpy as jnp, jadam
+      >>> params = {"w": jnp.ones(2)}
+      >>> tx = jadam.nadam()
+      >>> updates, state = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
+
+    Differences from other libraries:
+      - ``torch.optim.NAdam``: the same update and defaults.
+      - ``optax.nadam`` has no momentum schedule: pass ``momentum_decay=0`` (and its
+        learning rate) to reproduce it. (torch's formula at ``momentum_decay=0`` would use
+        :math:`\beta_1 / 2`; jadam reads 0 as "no schedule".)
+
+    References:
+      Dozat, *Incorporating Nesterov Momentum into Adam*, ICLR 2016 workshop,
+      https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ.
+    """
+    return _nadam("jadam.nadam", learning_rate, b1, b2, eps, momentum_decay, weight_decay,
+                  False, None, maximize, mu_dtype, nu_dtype)
+
+
+def nadamw(
+    learning_rate: ScalarOrSchedule = 2e-3,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    *,
+    momentum_decay: Scalar = 4e-3,
+    weight_decay: ScalarOrSchedule = 1e-2,
+    mask: layout.Mask | None = None,
+    maximize: bool = False,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""NAdamW: :func:`nadam` with decoupled weight decay (Loshchilov & Hutter, 2019).
+
+    The update of :func:`nadam` plus :math:`-\alpha\lambda\theta_{t-1}`, with the decay applied
+    where ``mask`` is ``True`` (as in :func:`jadam.adamw`).
+
+    Example:
+      >>> import jax.numpy as jnp, jadam
+      >>> params = {"w": jnp.ones(2)}
+      >>> tx = jadam.nadamw(weight_decay=0.1)
+      >>> updates, state = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
+
+    Differences from other libraries: ``torch.optim.NAdam(decoupled_weight_decay=True)`` and
+    ``optax.nadamw`` (with ``momentum_decay=0``) are the same update.
+
+    References:
+      Dozat, 2016 (see :func:`nadam`); Loshchilov & Hutter, *Decoupled Weight Decay
+      Regularization*, ICLR 2019, https://arxiv.org/abs/1711.05101.
+    """
+    return _nadam("jadam.nadamw", learning_rate, b1, b2, eps, momentum_decay, weight_decay,
+                  True, mask, maximize, mu_dtype, nu_dtype)
