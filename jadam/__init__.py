@@ -5,15 +5,18 @@ Optimizers are optax ``GradientTransformation`` s: ``state = tx.init(params)``, 
 ``optax.MultiSteps``, optax's clipping, schedules and masks, and ``flax.nnx.Optimizer``.
 """
 
+from jadam.adabelief import ScaleByBeliefState, adabelief
 from jadam.adadelta import ScaleByAdadeltaState, adadelta
 from jadam.adagrad import ScaleByAdagradState, adagrad
 from jadam.adam import ScaleByAdamState, adam, adamw, amsgrad, scale_by_adam
 from jadam.adamax import ScaleByAdamaxState, adamax
+from jadam.lion import ScaleByLionState, lion
 from jadam.nadam import ScaleByNAdamState, nadam, nadamw
 from jadam.radam import ScaleByRAdamState, radam
 from jadam.registry import OptimizerInfo, optimizers
 from jadam.rmsprop import ScaleByRMSpropState, rmsprop
 from jadam.sgd import ScaleBySGDState, sgd
+from jadam.yogi import ScaleByYogiState, yogi
 
 __version__ = "0.1.0.dev0"
 
@@ -23,16 +26,21 @@ __all__ = [
     "ScaleByAdagradState",
     "ScaleByAdamState",
     "ScaleByAdamaxState",
+    "ScaleByBeliefState",
+    "ScaleByLionState",
     "ScaleByNAdamState",
     "ScaleByRAdamState",
     "ScaleByRMSpropState",
     "ScaleBySGDState",
+    "ScaleByYogiState",
+    "adabelief",
     "adadelta",
     "adagrad",
     "adam",
     "adamax",
     "adamw",
     "amsgrad",
+    "lion",
     "nadam",
     "nadamw",
     "optimizers",
@@ -40,4 +48,5 @@ __all__ = [
     "rmsprop",
     "scale_by_adam",
     "sgd",
+    "yogi",
 ]

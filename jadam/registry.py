@@ -3,7 +3,7 @@
 >>> import jadam
 >>> tx = jadam.optimizers["adamw"].make(learning_rate=3e-4)
 >>> sorted(jadam.optimizers)[:3]
-['adadelta', 'adagrad', 'adam']
+['adabelief', 'adadelta', 'adagrad']
 """
 
 from __future__ import annotations
@@ -15,14 +15,17 @@ from typing import Any, NamedTuple
 
 import optax
 
+from jadam.adabelief import adabelief
 from jadam.adadelta import adadelta
 from jadam.adagrad import adagrad
 from jadam.adam import adam, adamw, amsgrad
 from jadam.adamax import adamax
+from jadam.lion import lion
 from jadam.nadam import nadam, nadamw
 from jadam.radam import radam
 from jadam.rmsprop import rmsprop
 from jadam.sgd import sgd
+from jadam.yogi import yogi
 
 
 class OptimizerInfo(NamedTuple):
@@ -121,6 +124,26 @@ _ENTRIES = [
         "adamax", adamax, "adam",
         "Adam with the infinity norm in place of the second moment",
         _ADAM + ", Section 7.1", "https://arxiv.org/abs/1412.6980",
+    ),
+    OptimizerInfo(
+        "adabelief", adabelief, "adam",
+        "Adam whose second moment is the variance of the gradient around its average",
+        "Zhuang et al., *AdaBelief Optimizer: Adapting Stepsizes by the Belief in Observed "
+        "Gradients*, NeurIPS 2020",
+        "https://arxiv.org/abs/2010.07468",
+    ),
+    OptimizerInfo(
+        "yogi", yogi, "adam",
+        "Adam with additive, sign-controlled second-moment updates",
+        "Zaheer, Reddi, Sachan, Kale & Kumar, *Adaptive Methods for Nonconvex Optimization*, "
+        "NeurIPS 2018",
+        "https://papers.nips.cc/paper/8186-adaptive-methods-for-nonconvex-optimization",
+    ),
+    OptimizerInfo(
+        "lion", lion, "adam",
+        "The sign of an interpolated momentum, with decoupled decay (found by program search)",
+        "Chen et al., *Symbolic Discovery of Optimization Algorithms*, NeurIPS 2023",
+        "https://arxiv.org/abs/2302.06675",
     ),
 ]
 

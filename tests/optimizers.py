@@ -34,6 +34,9 @@ class Case:
     converge: dict[str, tuple[float, int, float]] = dataclasses.field(default_factory=dict)
     # test_each_step_matches_paper's tolerance for a float32 update, in ulps (normwise).
     update_ulps: int = 4
+    # test_trajectory_matches_paper_float64's and test_matches_optax's tolerances.
+    trajectory_tol: float = 2e-6
+    optax_tol: float = 1e-5
 
     def make(self, **overrides: Any) -> optax.GradientTransformation:
         return self.ctor(**{**self.kwargs, **overrides})
@@ -335,5 +338,54 @@ CASES = [
         reference.Adamax(learning_rate=1e-2, b2=0.99, weight_decay=0.1, maximize=True),
         torch=("Adamax", {"lr": 1e-2, "betas": (0.9, 0.99), "weight_decay": 0.1,
                           "maximize": True}),
+    ),
+    Case(
+        "lion",
+        jadam.lion,
+        {"learning_rate": 1e-3, "weight_decay": 0.1},
+        reference.Lion(learning_rate=1e-3, weight_decay=0.1),
+        lambda: optax.lion(1e-3, weight_decay=0.1),
+        # Every step moves by exactly lr: 1500 steps reach the parabola's optimum only within
+        # lr, and Rosenbrock's valley needs a small rate.
+        converge={"parabola": (0.01, 1500, 1e-3), "rosenbrock": (1e-3, 6000, 1e-2)},
+    ),
+    Case(
+        "lion-maximize",
+        jadam.lion,
+        {"b1": 0.95, "b2": 0.98, "maximize": True},
+        reference.Lion(b1=0.95, b2=0.98, maximize=True),
+        converge={"parabola": (0.01, 1500, 1e-3), "rosenbrock": (1e-3, 6000, 1e-2)},
+    ),
+    Case(
+        "adabelief",
+        jadam.adabelief,
+        {},
+        reference.AdaBelief(),
+        lambda: optax.adabelief(1e-3),
+    ),
+    Case(
+        "adabelief-decay",
+        jadam.adabelief,
+        {"learning_rate": 1e-2, "eps": 1e-8, "eps_root": 1e-12, "weight_decay": 0.1},
+        reference.AdaBelief(learning_rate=1e-2, eps=1e-8, eps_root=1e-12, weight_decay=0.1),
+    ),
+    Case(
+        "yogi",
+        jadam.yogi,
+        {},
+        reference.Yogi(),
+        # Yogi branches on sign(v - g^2): where v and g^2 agree to rounding, float32 and
+        # float64 (or two float32 orders) branch apart and the runs part by ~1e-5. Each step is
+        # still checked to 4 ulps by test_each_step_matches_paper.
+        trajectory_tol=2e-5,
+        optax_tol=2e-5,
+    ),
+    Case(
+        "yogi-zero-start-l2",
+        jadam.yogi,
+        {"learning_rate": 1e-2, "initial_accumulator_value": 0.0, "weight_decay": 0.01},
+        reference.Yogi(learning_rate=1e-2, initial_accumulator_value=0.0, weight_decay=0.01),
+        # See "yogi" above.
+        trajectory_tol=2e-5,
     ),
 ]

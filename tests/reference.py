@@ -292,3 +292,75 @@ class Adamax:
         m = self.b1 * state["mu"] + (1 - self.b1) * g
         u = np.maximum(self.b2 * state["nu"], np.abs(g) + self.eps)
         return -(self.learning_rate / (1 - self.b1**t)) * m / u, {"mu": m, "nu": u}
+
+
+@dataclasses.dataclass
+class Lion:
+    """Lion, Program 1 / Algorithm 2 of Chen et al. (2023), decoupled decay scaled by the rate."""
+
+    learning_rate: float = 1e-4
+    b1: float = 0.9
+    b2: float = 0.99
+    weight_decay: float = 0.0
+    maximize: bool = False
+
+    def init(self, p):
+        return {"mu": np.zeros(np.shape(p))}
+
+    def step(self, state, g, p, t):
+        g = -np.asarray(g, np.float64) if self.maximize else np.asarray(g, np.float64)
+        interpolated = self.b1 * state["mu"] + (1 - self.b1) * g
+        step = -self.learning_rate * (np.sign(interpolated)
+                                      + self.weight_decay * np.asarray(p, np.float64))
+        return step, {"mu": self.b2 * state["mu"] + (1 - self.b2) * g}
+
+
+@dataclasses.dataclass
+class AdaBelief:
+    """AdaBelief, Algorithm 2 of Zhuang et al. (2020): s_t tracks (g_t - m_t)^2 plus eps each
+    step; decoupled decay scaled by the rate."""
+
+    learning_rate: float = 1e-3
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-16
+    eps_root: float = 1e-16
+    weight_decay: float = 0.0
+    maximize: bool = False
+
+    def init(self, p):
+        return {"mu": np.zeros(np.shape(p)), "nu": np.zeros(np.shape(p))}
+
+    def step(self, state, g, p, t):
+        g = -np.asarray(g, np.float64) if self.maximize else np.asarray(g, np.float64)
+        m = self.b1 * state["mu"] + (1 - self.b1) * g
+        s = self.b2 * state["nu"] + (1 - self.b2) * (g - m) ** 2 + self.eps_root
+        m_hat, s_hat = m / (1 - self.b1**t), s / (1 - self.b2**t)
+        step = -self.learning_rate * m_hat / (np.sqrt(s_hat) + self.eps)
+        step = step - self.learning_rate * self.weight_decay * np.asarray(p, np.float64)
+        return step, {"mu": m, "nu": s}
+
+
+@dataclasses.dataclass
+class Yogi:
+    """Yogi, Algorithm 2 of Zaheer et al. (2018), without bias correction, m_0 = 0 and
+    v_0 = initial_accumulator_value."""
+
+    learning_rate: float = 1e-2
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-3
+    initial_accumulator_value: float = 1e-6
+    weight_decay: float = 0.0
+    maximize: bool = False
+
+    def init(self, p):
+        return {"mu": np.zeros(np.shape(p)),
+                "nu": np.full(np.shape(p), self.initial_accumulator_value, np.float64)}
+
+    def step(self, state, g, p, t):
+        g = -np.asarray(g, np.float64) if self.maximize else np.asarray(g, np.float64)
+        g = g + self.weight_decay * np.asarray(p, np.float64)
+        m = self.b1 * state["mu"] + (1 - self.b1) * g
+        v = state["nu"] - (1 - self.b2) * np.sign(state["nu"] - g * g) * g * g
+        return -self.learning_rate * m / (np.sqrt(v) + self.eps), {"mu": m, "nu": v}

@@ -26,7 +26,7 @@ def test_trajectory_matches_paper_float64(case: Case) -> None:
     Tolerance: 2e-6 of the leaf's largest |parameter| over the run. The parameters are stored in
     float32 after every step, and 200 roundings of half an ulp (6e-8 relative) walk by about 1e-6;
     observed at most 8.6e-7. A wrong formula (eps inside the root, a missing bias correction)
-    is off by 1e-3 or more.
+    is off by 1e-3 or more. (A case may state a reason for more.)
     """
     params = helpers.random_tree(np.random.default_rng(0))
     grads = helpers.gradient_sequence(1, STEPS)
@@ -38,7 +38,7 @@ def test_trajectory_matches_paper_float64(case: Case) -> None:
         want = np.stack([jax.tree.leaves(b)[i] for b in ref])
         if want.size:
             np.testing.assert_allclose(
-                got, want, rtol=0, atol=2e-6 * np.abs(want).max(),
+                got, want, rtol=0, atol=case.trajectory_tol * np.abs(want).max(),
                 err_msg=f"leaf {jax.tree_util.keystr(path)}",
             )
 
@@ -98,7 +98,7 @@ def test_matches_optax(case: Case) -> None:
     ours, _ = helpers.run_jadam(case.make(), params, grads)
     theirs, _ = helpers.run_jadam(case.optax(), params, grads)
     scale = max(float(jnp.abs(x).max()) for x in jax.tree.leaves(theirs[-1]) if x.size)
-    chex.assert_trees_all_close(ours[-1], theirs[-1], rtol=0, atol=1e-5 * scale)
+    chex.assert_trees_all_close(ours[-1], theirs[-1], rtol=0, atol=case.optax_tol * scale)
 
 
 def _run(case: Case, params: dict, grads: list, hp: dict) -> dict:

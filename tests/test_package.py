@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import importlib
 import pathlib
+import pkgutil
 import re
 
 import pytest
@@ -12,9 +13,9 @@ import pytest
 import jadam
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-MODULES = ["jadam", "jadam.adadelta", "jadam.adagrad", "jadam.adam", "jadam.adamax",
-           "jadam.hyperparams", "jadam.layout", "jadam.nadam", "jadam.radam", "jadam.registry",
-           "jadam.rmsprop", "jadam.rule", "jadam.sgd"]
+MODULES = ["jadam"] + [
+    f"jadam.{m.name}" for m in pkgutil.iter_modules([str(ROOT / "jadam")])
+]
 
 
 def test_all_is_the_public_api() -> None:

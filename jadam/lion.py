@@ -1,0 +1,103 @@
+"""Lion (Chen et al., 2023): the sign of an interpolated momentum, found by program search."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.typing import DTypeLike
+
+from jadam import hyperparams, layout
+from jadam.hyperparams import Scalar, ScalarOrSchedule
+from jadam.rule import Moment, Rule, ema
+
+
+class ScaleByLionState(NamedTuple):
+    """State of :func:`lion`: ``count``, and ``mu``, the momentum (Lion's only moment)."""
+
+    count: jax.Array
+    mu: optax.Updates
+
+
+@dataclasses.dataclass(frozen=True)
+class LionRule(Rule):
+    """Program 1 of Chen et al., for one array."""
+
+    state_type = ScaleByLionState
+
+    def apply(
+        self,
+        s: Mapping[str, jax.Array],
+        g: jax.Array,
+        state: Mapping[str, jax.Array],
+        p: jax.Array | None,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        del p
+        direction = jnp.sign(ema(state["mu"], g, s["b1"]))
+        return direction, {"mu": ema(state["mu"], g, s["b2"])}
+
+
+def lion(
+    learning_rate: ScalarOrSchedule = 1e-4,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.99,
+    *,
+    weight_decay: ScalarOrSchedule = 0.0,
+    mask: layout.Mask | None = None,
+    maximize: bool = False,
+    mu_dtype: DTypeLike | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Lion: EvoLved Sign Momentum (Chen et al., 2023).
+
+    .. math::
+
+        c_t &= \beta_1 m_{t-1} + (1 - \beta_1) g_t \\
+        \theta_t &= \theta_{t-1} - \alpha \left( \operatorname{sign}(c_t)
+            + \lambda \theta_{t-1} \right) \\
+        m_t &= \beta_2 m_{t-1} + (1 - \beta_2) g_t
+
+    Every coordinate moves by exactly :math:`\alpha` (or 0), so Lion wants a learning rate
+    3-10x smaller than AdamW's and a decay 3-10x larger, as the paper advises.
+
+    Args:
+      learning_rate: :math:`\alpha`; the paper's default 1e-4.
+      b1: :math:`\beta_1` in [0, 1), the interpolation for the update's sign.
+      b2: :math:`\beta_2` in [0, 1), the decay of the momentum.
+      weight_decay: :math:`\lambda` >= 0, decoupled and scaled by the rate, as in the paper.
+      mask: where to apply the decay, as in :func:`jadam.adamw`.
+      maximize: ascend instead of descending.
+      mu_dtype: the momentum's dtype; default the parameter's.
+
+    Returns:
+      An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByLionState`.
+
+    Example:
+      >>> import jax.numpy as jnp, jadam
+      >>> params = {"w": jnp.ones(3)}
+      >>> tx = jadam.lion(1e-4)
+      >>> updates, _ = tx.update({"w": jnp.array([1.0, -2.0, 0.0])}, tx.init(params), params)
+      >>> updates["w"]
+      Array([-0.0001,  0.0001, -0.    ], dtype=float32)
+
+    Differences from other libraries: the same update as ``optax.lion``, whose default
+    ``weight_decay`` is 1e-3 (the paper's and jadam's is 0). torch.optim has no Lion.
+
+    References:
+      Chen, Liang, Huang, Real, Wang, Liu, Pham, Dong, Luong, Hsieh, Lu & Le, *Symbolic
+      Discovery of Optimization Algorithms*, NeurIPS 2023, https://arxiv.org/abs/2302.06675.
+    """
+    fn = "jadam.lion"
+    unit = {"low": 0.0, "high": 1.0, "high_open": True}
+    hp = {
+        "b1": hyperparams.scalar(fn, "b1", b1, **unit),
+        "b2": hyperparams.scalar(fn, "b2", b2, **unit),
+    }
+    moments = (Moment("mu", hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)),)
+    return layout.optimizer(
+        LionRule(hp, moments), fn=fn, learning_rate=learning_rate, weight_decay=weight_decay,
+        decoupled=True, mask=mask, maximize=maximize,
+    )

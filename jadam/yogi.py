@@ -1,0 +1,112 @@
+"""Yogi (Zaheer et al., 2018): Adam whose second moment moves additively, so it cannot forget
+past gradients as fast as Adam's."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.typing import DTypeLike
+
+from jadam import hyperparams, layout
+from jadam.hyperparams import Scalar, ScalarOrSchedule
+from jadam.rule import Moment, Rule, ema
+
+
+class ScaleByYogiState(NamedTuple):
+    """State of :func:`yogi`: ``count``; ``mu``, the first moment; ``nu``, Yogi's second
+    moment."""
+
+    count: jax.Array
+    mu: optax.Updates
+    nu: optax.Updates
+
+
+@dataclasses.dataclass(frozen=True)
+class YogiRule(Rule):
+    """Algorithm 2 of Zaheer et al., for one array."""
+
+    state_type = ScaleByYogiState
+
+    def apply(
+        self,
+        s: Mapping[str, jax.Array],
+        g: jax.Array,
+        state: Mapping[str, jax.Array],
+        p: jax.Array | None,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        del p
+        mu = ema(state["mu"], g, s["b1"])
+        g2 = g * g
+        nu = state["nu"] - (1 - s["b2"]) * jnp.sign(state["nu"] - g2) * g2
+        return mu / (jnp.sqrt(nu) + s["eps"]), {"mu": mu, "nu": nu}
+
+
+def yogi(
+    learning_rate: ScalarOrSchedule = 1e-2,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-3,
+    *,
+    initial_accumulator_value: float = 1e-6,
+    weight_decay: ScalarOrSchedule = 0.0,
+    maximize: bool = False,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Yogi: additive, sign-controlled updates of the second moment (Zaheer et al., 2018).
+
+    .. math::
+
+        m_t &= \beta_1 m_{t-1} + (1 - \beta_1) g_t \\
+        v_t &= v_{t-1} - (1 - \beta_2)\, \operatorname{sign}(v_{t-1} - g_t^2)\, g_t^2 \\
+        \theta_t &= \theta_{t-1} - \alpha\, m_t / (\sqrt{v_t} + \epsilon)
+
+    with :math:`m_0 = 0` and :math:`v_0` = ``initial_accumulator_value``; no bias correction,
+    as in the paper.
+
+    Args:
+      learning_rate: :math:`\alpha`; the paper's default 1e-2.
+      b1, b2: :math:`\beta_1, \beta_2` in [0, 1).
+      eps: :math:`\epsilon` >= 0; the paper's default 1e-3.
+      initial_accumulator_value: :math:`v_0` >= 0 (a Python number: it shapes the state).
+      weight_decay: coupled L2 (added to the gradient), >= 0.
+      maximize: ascend instead of descending.
+      mu_dtype, nu_dtype: the moments' dtypes; default the parameter's.
+
+    Returns:
+      An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByYogiState`.
+
+    Example:
+      >>> import jax.numpy as jnp, jadam
+      >>> params = {"w": jnp.ones(2)}
+      >>> tx = jadam.yogi()
+      >>> updates, state = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
+
+    Differences from other libraries: ``optax.yogi`` divides both moments by Adam's bias
+    corrections, which the paper does not, and starts the first moment at
+    ``initial_accumulator_value`` too (the paper at 0), so the two differ in every step; there
+    is no setting that makes them equal. torch.optim has no Yogi.
+
+    References:
+      Zaheer, Reddi, Sachan, Kale & Kumar, *Adaptive Methods for Nonconvex Optimization*,
+      NeurIPS 2018, https://papers.nips.cc/paper/8186-adaptive-methods-for-nonconvex-optimization.
+    """
+    fn = "jadam.yogi"
+    unit = {"low": 0.0, "high": 1.0, "high_open": True}
+    hp = {
+        "b1": hyperparams.scalar(fn, "b1", b1, **unit),
+        "b2": hyperparams.scalar(fn, "b2", b2, **unit),
+        "eps": hyperparams.scalar(fn, "eps", eps),
+    }
+    initial = float(hyperparams.scalar(fn, "initial_accumulator_value", initial_accumulator_value))
+    moments = (Moment("mu", hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)),
+               Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype), init=initial))
+    return layout.optimizer(
+        YogiRule(hp, moments), fn=fn, learning_rate=learning_rate, weight_decay=weight_decay,
+        maximize=maximize,
+    )
