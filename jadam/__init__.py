@@ -10,6 +10,7 @@ from jadam.adadelta import ScaleByAdadeltaState, adadelta
 from jadam.adagrad import ScaleByAdagradState, adagrad
 from jadam.adam import ScaleByAdamState, adam, adamw, amsgrad, scale_by_adam
 from jadam.adamax import ScaleByAdamaxState, adamax
+from jadam.adopt import ScaleByAdoptState, adopt
 from jadam.lion import ScaleByLionState, lion
 from jadam.nadam import ScaleByNAdamState, nadam, nadamw
 from jadam.radam import ScaleByRAdamState, radam
@@ -26,6 +27,7 @@ __all__ = [
     "ScaleByAdagradState",
     "ScaleByAdamState",
     "ScaleByAdamaxState",
+    "ScaleByAdoptState",
     "ScaleByBeliefState",
     "ScaleByLionState",
     "ScaleByNAdamState",
@@ -39,6 +41,7 @@ __all__ = [
     "adam",
     "adamax",
     "adamw",
+    "adopt",
     "amsgrad",
     "lion",
     "nadam",

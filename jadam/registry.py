@@ -20,6 +20,7 @@ from jadam.adadelta import adadelta
 from jadam.adagrad import adagrad
 from jadam.adam import adam, adamw, amsgrad
 from jadam.adamax import adamax
+from jadam.adopt import adopt
 from jadam.lion import lion
 from jadam.nadam import nadam, nadamw
 from jadam.radam import radam
@@ -144,6 +145,13 @@ _ENTRIES = [
         "The sign of an interpolated momentum, with decoupled decay (found by program search)",
         "Chen et al., *Symbolic Discovery of Optimization Algorithms*, NeurIPS 2023",
         "https://arxiv.org/abs/2302.06675",
+    ),
+    OptimizerInfo(
+        "adopt", adopt, "adam",
+        "Normalise by the previous step's second moment, then average: converges for any b2",
+        "Taniguchi et al., *ADOPT: Modified Adam Can Converge with Any beta2 with the Optimal "
+        "Rate*, NeurIPS 2024",
+        "https://arxiv.org/abs/2411.02853",
     ),
 ]
 

@@ -364,3 +364,36 @@ class Yogi:
         m = self.b1 * state["mu"] + (1 - self.b1) * g
         v = state["nu"] - (1 - self.b2) * np.sign(state["nu"] - g * g) * g * g
         return -self.learning_rate * m / (np.sqrt(v) + self.eps), {"mu": m, "nu": v}
+
+
+@dataclasses.dataclass
+class Adopt:
+    """ADOPT, Algorithms 1 and 2 of Taniguchi et al. (2024): v_0 = g_0^2 at the first step,
+    which moves nothing; then normalise by the previous v, clip at (t-1)^(1/4) (Algorithm 2),
+    average, step, and only then update v. Decoupled decay scaled by the rate."""
+
+    learning_rate: float = 1e-3
+    b1: float = 0.9
+    b2: float = 0.9999
+    eps: float = 1e-6
+    weight_decay: float = 0.0
+    nesterov: bool = False
+    use_clipping: bool = True
+    maximize: bool = False
+
+    def init(self, p):
+        return {"mu": np.zeros(np.shape(p)), "nu": np.zeros(np.shape(p))}
+
+    def step(self, state, g, p, t):
+        g = -np.asarray(g, np.float64) if self.maximize else np.asarray(g, np.float64)
+        decay = -self.learning_rate * self.weight_decay * np.asarray(p, np.float64)
+        if t == 1:
+            return decay, {"mu": state["mu"], "nu": g * g}
+        g_tilde = g / np.maximum(np.sqrt(state["nu"]), self.eps)
+        if self.use_clipping:
+            bound = (t - 1) ** 0.25
+            g_tilde = np.clip(g_tilde, -bound, bound)
+        m = self.b1 * state["mu"] + (1 - self.b1) * g_tilde
+        d = self.b1 * m + (1 - self.b1) * g_tilde if self.nesterov else m
+        v = self.b2 * state["nu"] + (1 - self.b2) * g * g
+        return -self.learning_rate * d + decay, {"mu": m, "nu": v}

@@ -1,0 +1,141 @@
+"""ADOPT (Taniguchi et al., 2024): Adam that normalises the gradient by the second moment of the
+previous step, then averages, which converges for any beta2."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.typing import DTypeLike
+
+from jadam import hyperparams, layout
+from jadam.hyperparams import Scalar, ScalarOrSchedule
+from jadam.rule import Moment, Rule, ema
+
+
+class ScaleByAdoptState(NamedTuple):
+    """State of :func:`adopt`: ``count``; ``mu``, the average of normalised gradients; ``nu``,
+    the second moment (of the gradients up to the previous step)."""
+
+    count: jax.Array
+    mu: optax.Updates
+    nu: optax.Updates
+
+
+@dataclasses.dataclass(frozen=True)
+class AdoptRule(Rule):
+    """Algorithm 2 of Taniguchi et al. (with clipping), for one array. The first step only
+    initialises the second moment; it moves nothing."""
+
+    nesterov: bool = False
+    clipping: bool = True
+    state_type = ScaleByAdoptState
+
+    def scalars(
+        self, hp: Mapping[str, jax.Array], t: jax.Array, carry: Mapping[str, jax.Array]
+    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+        first = t == 1
+        return {
+            "eps": hp["eps"],
+            # Step 1 sets nu = g^2 and leaves mu at 0: b1 -> 1, b2 -> 0.
+            "b1": jnp.where(first, jnp.float32(1), hp["b1"]),
+            "b2": jnp.where(first, jnp.float32(0), hp["b2"]),
+            "clip": (t - 1) ** 0.25,
+        }, dict(carry)
+
+    def apply(
+        self,
+        s: Mapping[str, jax.Array],
+        g: jax.Array,
+        state: Mapping[str, jax.Array],
+        p: jax.Array | None,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        del p
+        normalised = g / jnp.maximum(jnp.sqrt(state["nu"]), s["eps"])
+        if self.clipping:
+            normalised = jnp.clip(normalised, -s["clip"], s["clip"])
+        mu = ema(state["mu"], normalised, s["b1"])
+        direction = ema(mu, normalised, s["b1"]) if self.nesterov else mu
+        return direction, {"mu": mu, "nu": ema(state["nu"], g * g, s["b2"])}
+
+
+def adopt(
+    learning_rate: ScalarOrSchedule = 1e-3,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.9999,
+    eps: Scalar = 1e-6,
+    *,
+    weight_decay: ScalarOrSchedule = 0.0,
+    mask: layout.Mask | None = None,
+    nesterov: bool = False,
+    use_clipping: bool = True,
+    maximize: bool = False,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""ADOPT: adaptive gradient method with the optimal convergence rate for any
+    :math:`\beta_2` (Taniguchi et al., 2024).
+
+    At the first step :math:`v_1 = g_1^2` and nothing moves. Then, for :math:`t \ge 2`:
+
+    .. math::
+
+        \tilde g_t &= \operatorname{clip}\!\left(\frac{g_t}{\max(\sqrt{v_{t-1}}, \epsilon)},
+            (t-1)^{1/4}\right) \\
+        m_t &= \beta_1 m_{t-1} + (1 - \beta_1) \tilde g_t \\
+        \theta_t &= \theta_{t-1} - \alpha (m_t + \lambda\theta_{t-1}) \\
+        v_t &= \beta_2 v_{t-1} + (1 - \beta_2) g_t^2
+
+    The gradient is normalised by the second moment *before* it enters it, and before the
+    momentum averages it: the two changes that remove Adam's dependence on :math:`\beta_2`.
+
+    Args:
+      learning_rate: :math:`\alpha`, a number or schedule.
+      b1, b2: :math:`\beta_1, \beta_2` in [0, 1); the paper's :math:`\beta_2` is 0.9999.
+      eps: :math:`\epsilon` >= 0, the floor of :math:`\sqrt{v}`; the paper's 1e-6.
+      weight_decay: :math:`\lambda` >= 0, decoupled and scaled by the rate (as the authors'
+        implementation).
+      mask: where to apply the decay, as in :func:`jadam.adamw`.
+      nesterov: use :math:`\beta_1 m_t + (1 - \beta_1)\tilde g_t` as the direction.
+      use_clipping: clip the normalised gradient at :math:`(t-1)^{1/4}` (the paper's
+        Algorithm 2, for stability early on); ``False`` gives Algorithm 1.
+      maximize: ascend instead of descending.
+      mu_dtype, nu_dtype: the moments' dtypes; default the parameter's.
+
+    Returns:
+      An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByAdoptState`.
+
+    Example:
+      >>> import jax.numpy as jnp, jadam
+      >>> params = {"w": jnp.ones(2)}
+      >>> tx = jadam.adopt()
+      >>> updates, state = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
+      >>> updates["w"]  # the first step only measures the gradient
+      Array([-0., -0.], dtype=float32)
+
+    Differences from other libraries: the same update as ``optax.contrib.adopt`` (which has no
+    weight decay). torch.optim has no ADOPT.
+
+    References:
+      Taniguchi, Harada, Minegishi, Oshima, Jeong, Nagahara, Iiyama, Suzuki, Iwasawa & Matsuo,
+      *ADOPT: Modified Adam Can Converge with Any beta2 with the Optimal Rate*, NeurIPS 2024,
+      https://arxiv.org/abs/2411.02853.
+    """
+    fn = "jadam.adopt"
+    unit = {"low": 0.0, "high": 1.0, "high_open": True}
+    hp = {
+        "b1": hyperparams.scalar(fn, "b1", b1, **unit),
+        "b2": hyperparams.scalar(fn, "b2", b2, **unit),
+        "eps": hyperparams.scalar(fn, "eps", eps),
+    }
+    moments = (Moment("mu", hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)),
+               Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype)))
+    rule = AdoptRule(hp, moments, nesterov=bool(nesterov), clipping=bool(use_clipping))
+    return layout.optimizer(
+        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay, decoupled=True,
+        mask=mask, maximize=maximize,
+    )
