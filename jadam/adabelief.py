@@ -14,7 +14,7 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Moment, Rule, bias_correction, ema
+from jadam.rule import Rule, bias_correction, ema, mu_nu
 
 
 class ScaleByBeliefState(NamedTuple):
@@ -108,15 +108,13 @@ def adabelief(
       https://arxiv.org/abs/2010.07468.
     """
     fn = "jadam.adabelief"
-    unit = {"low": 0.0, "high": 1.0, "high_open": True}
     hp = {
-        "b1": hyperparams.scalar(fn, "b1", b1, **unit),
-        "b2": hyperparams.scalar(fn, "b2", b2, **unit),
+        "b1": hyperparams.decay_rate(fn, "b1", b1),
+        "b2": hyperparams.decay_rate(fn, "b2", b2),
         "eps": hyperparams.scalar(fn, "eps", eps),
         "eps_root": hyperparams.scalar(fn, "eps_root", eps_root),
     }
-    moments = (Moment("mu", hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)),
-               Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype)))
+    moments = mu_nu(fn, mu_dtype, nu_dtype)
     return layout.optimizer(
         AdaBeliefRule(hp, moments), fn=fn, learning_rate=learning_rate,
         weight_decay=weight_decay, decoupled=True, mask=mask, maximize=maximize,

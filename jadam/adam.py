@@ -16,7 +16,7 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Moment, Rule, bias_correction, ema
+from jadam.rule import Moment, Rule, bias_correction, ema, mu_nu
 
 
 class ScaleByAdamState(NamedTuple):
@@ -85,18 +85,15 @@ def _adam_rule(
     mu_dtype: DTypeLike | None,
     nu_dtype: DTypeLike | None,
 ) -> AdamRule:
-    unit = {"low": 0.0, "high": 1.0, "high_open": True}
     hp = {
-        "b1": hyperparams.scalar(fn, "b1", b1, **unit),
-        "b2": hyperparams.scalar(fn, "b2", b2, **unit),
+        "b1": hyperparams.decay_rate(fn, "b1", b1),
+        "b2": hyperparams.decay_rate(fn, "b2", b2),
         "eps": hyperparams.scalar(fn, "eps", eps),
         "eps_root": hyperparams.scalar(fn, "eps_root", eps_root),
     }
-    mu_dtype = hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)
-    nu_dtype = hyperparams.float_dtype(fn, "nu_dtype", nu_dtype)
-    moments = (Moment("mu", mu_dtype), Moment("nu", nu_dtype))
+    moments: tuple[Moment, ...] = mu_nu(fn, mu_dtype, nu_dtype)
     if amsgrad:
-        moments += (Moment("nu_max", nu_dtype),)
+        moments += (moments[1]._replace(name="nu_max"),)
     return AdamRule(hp, moments, amsgrad=bool(amsgrad), nesterov=bool(nesterov))
 
 

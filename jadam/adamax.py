@@ -13,7 +13,7 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Moment, Rule, bias_correction, ema
+from jadam.rule import Rule, bias_correction, ema, mu_nu
 
 
 class ScaleByAdamaxState(NamedTuple):
@@ -94,14 +94,12 @@ def adamax(
       https://arxiv.org/abs/1412.6980.
     """
     fn = "jadam.adamax"
-    unit = {"low": 0.0, "high": 1.0, "high_open": True}
     hp = {
-        "b1": hyperparams.scalar(fn, "b1", b1, **unit),
-        "b2": hyperparams.scalar(fn, "b2", b2, **unit),
+        "b1": hyperparams.decay_rate(fn, "b1", b1),
+        "b2": hyperparams.decay_rate(fn, "b2", b2),
         "eps": hyperparams.scalar(fn, "eps", eps),
     }
-    moments = (Moment("mu", hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)),
-               Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype)))
+    moments = mu_nu(fn, mu_dtype, nu_dtype)
     return layout.optimizer(
         AdamaxRule(hp, moments), fn=fn, learning_rate=learning_rate, weight_decay=weight_decay,
         maximize=maximize,

@@ -14,7 +14,7 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Moment, Rule, ema
+from jadam.rule import Rule, ema, mu_nu
 
 
 class ScaleByAdoptState(NamedTuple):
@@ -126,14 +126,12 @@ def adopt(
       https://arxiv.org/abs/2411.02853.
     """
     fn = "jadam.adopt"
-    unit = {"low": 0.0, "high": 1.0, "high_open": True}
     hp = {
-        "b1": hyperparams.scalar(fn, "b1", b1, **unit),
-        "b2": hyperparams.scalar(fn, "b2", b2, **unit),
+        "b1": hyperparams.decay_rate(fn, "b1", b1),
+        "b2": hyperparams.decay_rate(fn, "b2", b2),
         "eps": hyperparams.scalar(fn, "eps", eps),
     }
-    moments = (Moment("mu", hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)),
-               Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype)))
+    moments = mu_nu(fn, mu_dtype, nu_dtype)
     rule = AdoptRule(hp, moments, nesterov=bool(nesterov), clipping=bool(use_clipping))
     return layout.optimizer(
         rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay, decoupled=True,

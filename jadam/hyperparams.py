@@ -155,6 +155,11 @@ def is_zero(value: F32 | Schedule) -> bool:
 
 
 
+def decay_rate(fn: str, name: str, value: Any) -> F32:
+    """Validates a decay rate of a moving average (``b1``, ``b2``, ``decay``): in [0, 1)."""
+    return scalar(fn, name, value, high=1.0, high_open=True)
+
+
 def learning_rate(fn: str, value: Any) -> F32 | Schedule:
     """Validates a learning rate: a finite number >= 0, a scalar array, or a schedule.
 

@@ -91,10 +91,9 @@ def lion(
       Discovery of Optimization Algorithms*, NeurIPS 2023, https://arxiv.org/abs/2302.06675.
     """
     fn = "jadam.lion"
-    unit = {"low": 0.0, "high": 1.0, "high_open": True}
     hp = {
-        "b1": hyperparams.scalar(fn, "b1", b1, **unit),
-        "b2": hyperparams.scalar(fn, "b2", b2, **unit),
+        "b1": hyperparams.decay_rate(fn, "b1", b1),
+        "b2": hyperparams.decay_rate(fn, "b2", b2),
     }
     moments = (Moment("mu", hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)),)
     return layout.optimizer(

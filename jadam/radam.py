@@ -14,7 +14,7 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Moment, Rule, bias_correction, ema
+from jadam.rule import Rule, bias_correction, ema, mu_nu
 
 
 class ScaleByRAdamState(NamedTuple):
@@ -117,14 +117,12 @@ def radam(
       Beyond*, ICLR 2020, https://arxiv.org/abs/1908.03265.
     """
     fn = "jadam.radam"
-    unit = {"low": 0.0, "high": 1.0, "high_open": True}
     hp = {
-        "b1": hyperparams.scalar(fn, "b1", b1, **unit),
-        "b2": hyperparams.scalar(fn, "b2", b2, **unit),
+        "b1": hyperparams.decay_rate(fn, "b1", b1),
+        "b2": hyperparams.decay_rate(fn, "b2", b2),
         "eps": hyperparams.scalar(fn, "eps", eps),
     }
-    moments = (Moment("mu", hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)),
-               Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype)))
+    moments = mu_nu(fn, mu_dtype, nu_dtype)
     return layout.optimizer(
         RAdamRule(hp, moments), fn=fn, learning_rate=learning_rate, weight_decay=weight_decay,
         decoupled=bool(decoupled_weight_decay), maximize=maximize,

@@ -118,7 +118,7 @@ def rmsprop(
     """
     fn = "jadam.rmsprop"
     hp = {
-        "decay": hyperparams.scalar(fn, "decay", decay, high=1.0, high_open=True),
+        "decay": hyperparams.decay_rate(fn, "decay", decay),
         "eps": hyperparams.scalar(fn, "eps", eps),
         "momentum": hyperparams.scalar(fn, "momentum", momentum),
     }

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import DTypeLike
 
+from jadam import hyperparams
 from jadam.hyperparams import F32
 
 
@@ -91,6 +92,14 @@ class Rule:
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """The update direction and the new moments for one array."""
         raise NotImplementedError
+
+
+def mu_nu(
+    fn: str, mu_dtype: Any, nu_dtype: Any, *, nu_init: float = 0.0
+) -> tuple[Moment, Moment]:
+    """Adam's pair of moments, ``mu`` and ``nu``, with their dtypes validated for ``fn``."""
+    return (Moment("mu", hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)),
+            Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype), init=nu_init))
 
 
 def ema(previous: jax.Array, value: jax.Array, decay: jax.Array) -> jax.Array:

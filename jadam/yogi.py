@@ -14,7 +14,7 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Moment, Rule, ema
+from jadam.rule import Rule, ema, mu_nu
 
 
 class ScaleByYogiState(NamedTuple):
@@ -97,15 +97,13 @@ def yogi(
       NeurIPS 2018, https://papers.nips.cc/paper/8186-adaptive-methods-for-nonconvex-optimization.
     """
     fn = "jadam.yogi"
-    unit = {"low": 0.0, "high": 1.0, "high_open": True}
     hp = {
-        "b1": hyperparams.scalar(fn, "b1", b1, **unit),
-        "b2": hyperparams.scalar(fn, "b2", b2, **unit),
+        "b1": hyperparams.decay_rate(fn, "b1", b1),
+        "b2": hyperparams.decay_rate(fn, "b2", b2),
         "eps": hyperparams.scalar(fn, "eps", eps),
     }
     initial = float(hyperparams.scalar(fn, "initial_accumulator_value", initial_accumulator_value))
-    moments = (Moment("mu", hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)),
-               Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype), init=initial))
+    moments = mu_nu(fn, mu_dtype, nu_dtype, nu_init=initial)
     return layout.optimizer(
         YogiRule(hp, moments), fn=fn, learning_rate=learning_rate, weight_decay=weight_decay,
         maximize=maximize,
