@@ -13,6 +13,14 @@ import dataclasses
 import numpy as np
 
 
+def gradient(g, p, *, maximize: bool, l2: float = 0.0) -> np.ndarray:
+    """The gradient as the algorithms consume it, in float64: negated to maximise (torch's
+    convention, applied first), plus a coupled L2 term ``l2 * theta`` (the papers' and torch's
+    ``weight_decay`` of the non-decoupled methods)."""
+    g = np.asarray(g, np.float64)
+    return (-g if maximize else g) + l2 * np.asarray(p, np.float64)
+
+
 @dataclasses.dataclass
 class Adam:
     """Adam, Algorithm 1 of Kingma & Ba (2015), with the common extensions.
@@ -50,12 +58,9 @@ class Adam:
     def step(
         self, state: dict[str, np.ndarray], g: np.ndarray, p: np.ndarray, t: int
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        g = np.asarray(g, np.float64)
         theta = np.asarray(p, np.float64)
-        if self.maximize:
-            g = -g
-        if self.weight_decay and not self.decoupled:
-            g = g + self.weight_decay * theta
+        l2 = 0.0 if self.decoupled else self.weight_decay
+        g = gradient(g, p, maximize=self.maximize, l2=l2)
 
         m = self.b1 * state["mu"] + (1.0 - self.b1) * g
         v = self.b2 * state["nu"] + (1.0 - self.b2) * np.square(g)
@@ -98,8 +103,7 @@ class SGD:
         return {"trace": np.zeros(np.shape(p))} if self.momentum else {}
 
     def step(self, state, g, p, t):
-        g = -np.asarray(g, np.float64) if self.maximize else np.asarray(g, np.float64)
-        g = g + self.weight_decay * np.asarray(p, np.float64)
+        g = gradient(g, p, maximize=self.maximize, l2=self.weight_decay)
         if not self.momentum:
             return -self.learning_rate * g, {}
         first = t == 1  # the buffer starts at the first gradient, undamped
@@ -122,8 +126,7 @@ class Adadelta:
         return {"square_avg": np.zeros(np.shape(p)), "acc_delta": np.zeros(np.shape(p))}
 
     def step(self, state, g, p, t):
-        g = -np.asarray(g, np.float64) if self.maximize else np.asarray(g, np.float64)
-        g = g + self.weight_decay * np.asarray(p, np.float64)
+        g = gradient(g, p, maximize=self.maximize, l2=self.weight_decay)
         eg2 = self.rho * state["square_avg"] + (1 - self.rho) * g**2
         rms_dx = np.sqrt(state["acc_delta"] + self.eps)
         rms_g = np.sqrt(eg2 + self.eps)
@@ -148,8 +151,7 @@ class Adagrad:
         return {"sum": np.full(np.shape(p), self.initial_accumulator_value, np.float64)}
 
     def step(self, state, g, p, t):
-        g = -np.asarray(g, np.float64) if self.maximize else np.asarray(g, np.float64)
-        g = g + self.weight_decay * np.asarray(p, np.float64)
+        g = gradient(g, p, maximize=self.maximize, l2=self.weight_decay)
         rate = self.learning_rate / (1 + (t - 1) * self.lr_decay)
         acc = state["sum"] + g * g
         return -rate * g / (np.sqrt(acc) + self.eps), {"sum": acc}
@@ -178,8 +180,7 @@ class RMSprop:
         return state
 
     def step(self, state, g, p, t):
-        g = -np.asarray(g, np.float64) if self.maximize else np.asarray(g, np.float64)
-        g = g + self.weight_decay * np.asarray(p, np.float64)
+        g = gradient(g, p, maximize=self.maximize, l2=self.weight_decay)
         new = {"nu": self.decay * state["nu"] + (1 - self.decay) * g * g}
         var = new["nu"]
         if self.centered:
@@ -217,10 +218,9 @@ class NAdam:
         return {"mu": np.zeros(np.shape(p)), "nu": np.zeros(np.shape(p))}
 
     def step(self, state, g, p, t):
-        g = -np.asarray(g, np.float64) if self.maximize else np.asarray(g, np.float64)
         theta = np.asarray(p, np.float64)
-        if self.weight_decay and not self.decoupled:
-            g = g + self.weight_decay * theta
+        l2 = 0.0 if self.decoupled else self.weight_decay
+        g = gradient(g, p, maximize=self.maximize, l2=l2)
         prod_t = np.prod([self._mu(i) for i in range(1, t + 1)])
         prod_next = prod_t * self._mu(t + 1)
         m = self.b1 * state["mu"] + (1 - self.b1) * g
@@ -251,10 +251,9 @@ class RAdam:
         return {"mu": np.zeros(np.shape(p)), "nu": np.zeros(np.shape(p))}
 
     def step(self, state, g, p, t):
-        g = -np.asarray(g, np.float64) if self.maximize else np.asarray(g, np.float64)
         theta = np.asarray(p, np.float64)
-        if self.weight_decay and not self.decoupled:
-            g = g + self.weight_decay * theta
+        l2 = 0.0 if self.decoupled else self.weight_decay
+        g = gradient(g, p, maximize=self.maximize, l2=l2)
         m = self.b1 * state["mu"] + (1 - self.b1) * g
         v = self.b2 * state["nu"] + (1 - self.b2) * g * g
         m_hat = m / (1 - self.b1**t)
@@ -287,8 +286,7 @@ class Adamax:
         return {"mu": np.zeros(np.shape(p)), "nu": np.zeros(np.shape(p))}
 
     def step(self, state, g, p, t):
-        g = -np.asarray(g, np.float64) if self.maximize else np.asarray(g, np.float64)
-        g = g + self.weight_decay * np.asarray(p, np.float64)
+        g = gradient(g, p, maximize=self.maximize, l2=self.weight_decay)
         m = self.b1 * state["mu"] + (1 - self.b1) * g
         u = np.maximum(self.b2 * state["nu"], np.abs(g) + self.eps)
         return -(self.learning_rate / (1 - self.b1**t)) * m / u, {"mu": m, "nu": u}
@@ -308,7 +306,7 @@ class Lion:
         return {"mu": np.zeros(np.shape(p))}
 
     def step(self, state, g, p, t):
-        g = -np.asarray(g, np.float64) if self.maximize else np.asarray(g, np.float64)
+        g = gradient(g, p, maximize=self.maximize)
         interpolated = self.b1 * state["mu"] + (1 - self.b1) * g
         step = -self.learning_rate * (np.sign(interpolated)
                                       + self.weight_decay * np.asarray(p, np.float64))
@@ -332,7 +330,7 @@ class AdaBelief:
         return {"mu": np.zeros(np.shape(p)), "nu": np.zeros(np.shape(p))}
 
     def step(self, state, g, p, t):
-        g = -np.asarray(g, np.float64) if self.maximize else np.asarray(g, np.float64)
+        g = gradient(g, p, maximize=self.maximize)
         m = self.b1 * state["mu"] + (1 - self.b1) * g
         s = self.b2 * state["nu"] + (1 - self.b2) * (g - m) ** 2 + self.eps_root
         m_hat, s_hat = m / (1 - self.b1**t), s / (1 - self.b2**t)
@@ -359,8 +357,7 @@ class Yogi:
                 "nu": np.full(np.shape(p), self.initial_accumulator_value, np.float64)}
 
     def step(self, state, g, p, t):
-        g = -np.asarray(g, np.float64) if self.maximize else np.asarray(g, np.float64)
-        g = g + self.weight_decay * np.asarray(p, np.float64)
+        g = gradient(g, p, maximize=self.maximize, l2=self.weight_decay)
         m = self.b1 * state["mu"] + (1 - self.b1) * g
         v = state["nu"] - (1 - self.b2) * np.sign(state["nu"] - g * g) * g * g
         return -self.learning_rate * m / (np.sqrt(v) + self.eps), {"mu": m, "nu": v}
@@ -385,7 +382,7 @@ class Adopt:
         return {"mu": np.zeros(np.shape(p)), "nu": np.zeros(np.shape(p))}
 
     def step(self, state, g, p, t):
-        g = -np.asarray(g, np.float64) if self.maximize else np.asarray(g, np.float64)
+        g = gradient(g, p, maximize=self.maximize)
         decay = -self.learning_rate * self.weight_decay * np.asarray(p, np.float64)
         if t == 1:
             return decay, {"mu": state["mu"], "nu": g * g}
