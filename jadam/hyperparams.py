@@ -125,14 +125,14 @@ def scalar_or_schedule(
     A schedule cannot be checked before it is called; its values are converted to float32 at
     each step by :func:`value_at`.
     """
-    if callable(value) and not isinstance(value, (jax.Array, np.ndarray)):
+    if _is_schedule(value):
         return value
     return scalar(fn, name, value, **interval)
 
 
 def value_at(value: F32 | Schedule, count: jax.Array) -> jax.Array:
     """The float32 value of a fixed hyperparameter or of a schedule at ``count``."""
-    if callable(value) and not isinstance(value, (jax.Array, np.ndarray)):
+    if _is_schedule(value):
         return jnp.asarray(value(count)).astype(jnp.float32)
     return jnp.asarray(value, dtype=jnp.float32)
 
@@ -150,8 +150,21 @@ def opaque(tree: Any, count: jax.Array) -> Any:
 
 
 def is_zero(value: F32 | Schedule) -> bool:
-    """Whether a hyperparameter is known, before tracing, to be exactly zero."""
+    """Whether a hyperparameter was given as the number 0, which may drop a term or a state
+    array from the program (a zero array keeps them, like a traced one)."""
     return isinstance(value, np.floating) and float(value) == 0.0
+
+
+def known(value: F32 | Schedule) -> float | None:
+    """The value of a validated hyperparameter if it is known before tracing, else ``None``
+    (a tracer or a schedule). For checks of combinations, such as Nesterov without momentum."""
+    if _is_schedule(value) or is_traced(value):
+        return None
+    return float(value)
+
+
+def _is_schedule(value: Any) -> bool:
+    return callable(value) and not isinstance(value, (jax.Array, np.ndarray))
 
 
 

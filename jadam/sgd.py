@@ -115,8 +115,8 @@ def sgd(
         "momentum": hyperparams.scalar(fn, "momentum", momentum),
         "dampening": hyperparams.scalar(fn, "dampening", dampening, high=1.0),
     }
-    damped = not hyperparams.is_zero(hp["dampening"]) and not hyperparams.is_traced(dampening)
-    if nesterov and (hyperparams.is_zero(hp["momentum"]) or damped):
+    momentum_, dampening_ = hyperparams.known(hp["momentum"]), hyperparams.known(hp["dampening"])
+    if nesterov and (momentum_ == 0 or dampening_ not in (None, 0)):
         raise ValueError(
             f"{fn}(nesterov=True): Nesterov momentum needs momentum > 0 and dampening = 0, got "
             f"momentum={momentum}, dampening={dampening}"

@@ -158,3 +158,16 @@ def test_state_made_with_other_options_is_a_clear_error() -> None:
 def test_nesterov_needs_momentum_and_no_dampening(kwargs) -> None:
     with pytest.raises(ValueError, match=re.escape("jadam.sgd(nesterov=True): Nesterov momentum")):
         jadam.sgd(0.1, **kwargs)
+
+
+def test_nesterov_checks_concrete_arrays_and_accepts_traced_ones() -> None:
+    jadam.sgd(0.1, momentum=jnp.float32(0.9), dampening=jnp.float32(0.0), nesterov=True)
+    with pytest.raises(ValueError, match=re.escape("Nesterov momentum needs")):
+        jadam.sgd(0.1, momentum=jnp.float32(0.0), nesterov=True)
+    params = {"w": jnp.ones(2)}
+
+    def step(momentum, dampening):
+        tx = jadam.sgd(0.1, momentum=momentum, dampening=dampening, nesterov=True)
+        return tx.update(params, tx.init(params), params)[0]["w"]
+
+    assert jax.jit(step)(0.9, 0.0).shape == (2,)
