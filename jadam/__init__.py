@@ -5,51 +5,98 @@ Optimizers are optax ``GradientTransformation`` s: ``state = tx.init(params)``, 
 ``optax.MultiSteps``, optax's clipping, schedules and masks, and ``flax.nnx.Optimizer``.
 """
 
-from jadam.adabelief import ScaleByBeliefState, adabelief
-from jadam.adadelta import ScaleByAdadeltaState, adadelta
-from jadam.adagrad import ScaleByAdagradState, adagrad
+from jadam.adabelief import ScaleByBeliefState, adabelief, scale_by_adabelief
+from jadam.adadelta import ScaleByAdadeltaState, adadelta, scale_by_adadelta
+from jadam.adafactor import ScaleByAdafactorState, adafactor
+from jadam.adagrad import ScaleByAdagradState, adagrad, scale_by_adagrad
 from jadam.adam import ScaleByAdamState, adam, adamw, amsgrad, scale_by_adam
-from jadam.adamax import ScaleByAdamaxState, adamax
-from jadam.adopt import ScaleByAdoptState, adopt
-from jadam.lion import ScaleByLionState, lion
-from jadam.nadam import ScaleByNAdamState, nadam, nadamw
-from jadam.radam import ScaleByRAdamState, radam
+from jadam.adam_mini import ScaleByAdamMiniState, adam_mini, adam_mini_partition, scale_by_adam_mini
+from jadam.adamax import ScaleByAdamaxState, adamax, scale_by_adamax
+from jadam.adan import ScaleByAdanState, adan, scale_by_adan
+from jadam.ademamix import ScaleByAdEMAMixState, ademamix, scale_by_ademamix
+from jadam.adopt import ScaleByAdoptState, adopt, scale_by_adopt
+from jadam.cautious import cautious, cautious_adamw, cautious_lion
+from jadam.lamb import ScaleByLambState, lamb, scale_by_lamb
+from jadam.lion import ScaleByLionState, lion, scale_by_lion
+from jadam.mars import ScaleByMarsState, mars, scale_by_mars
+from jadam.nadam import ScaleByNAdamState, nadam, nadamw, scale_by_nadam
+from jadam.radam import ScaleByRAdamState, radam, scale_by_radam
 from jadam.registry import OptimizerInfo, optimizers
-from jadam.rmsprop import ScaleByRMSpropState, rmsprop
-from jadam.sgd import ScaleBySGDState, sgd
-from jadam.yogi import ScaleByYogiState, yogi
+from jadam.rmsprop import ScaleByRMSpropState, rmsprop, scale_by_rmsprop
+from jadam.schedule_free import (
+    ScaleByScheduleFreeState,
+    schedule_free_adamw,
+    schedule_free_eval_params,
+)
+from jadam.sgd import ScaleBySGDState, scale_by_sgd, sgd
+from jadam.yogi import ScaleByYogiState, scale_by_yogi, yogi
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "OptimizerInfo",
+    "ScaleByAdEMAMixState",
     "ScaleByAdadeltaState",
+    "ScaleByAdafactorState",
     "ScaleByAdagradState",
+    "ScaleByAdamMiniState",
     "ScaleByAdamState",
     "ScaleByAdamaxState",
+    "ScaleByAdanState",
     "ScaleByAdoptState",
     "ScaleByBeliefState",
+    "ScaleByLambState",
     "ScaleByLionState",
+    "ScaleByMarsState",
     "ScaleByNAdamState",
     "ScaleByRAdamState",
     "ScaleByRMSpropState",
     "ScaleBySGDState",
+    "ScaleByScheduleFreeState",
     "ScaleByYogiState",
     "adabelief",
     "adadelta",
+    "adafactor",
     "adagrad",
     "adam",
+    "adam_mini",
+    "adam_mini_partition",
     "adamax",
     "adamw",
+    "adan",
+    "ademamix",
     "adopt",
     "amsgrad",
+    "cautious",
+    "cautious_adamw",
+    "cautious_lion",
+    "lamb",
     "lion",
+    "mars",
     "nadam",
     "nadamw",
     "optimizers",
     "radam",
     "rmsprop",
+    "scale_by_adabelief",
+    "scale_by_adadelta",
+    "scale_by_adagrad",
     "scale_by_adam",
+    "scale_by_adam_mini",
+    "scale_by_adamax",
+    "scale_by_adan",
+    "scale_by_ademamix",
+    "scale_by_adopt",
+    "scale_by_lamb",
+    "scale_by_lion",
+    "scale_by_mars",
+    "scale_by_nadam",
+    "scale_by_radam",
+    "scale_by_rmsprop",
+    "scale_by_sgd",
+    "scale_by_yogi",
+    "schedule_free_adamw",
+    "schedule_free_eval_params",
     "sgd",
     "yogi",
 ]

@@ -14,7 +14,7 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Rule, bias_correction, ema, mu_nu
+from jadam.rule import BiasCorrected, ema, mu_nu
 
 
 class ScaleByBeliefState(NamedTuple):
@@ -27,16 +27,10 @@ class ScaleByBeliefState(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class AdaBeliefRule(Rule):
+class AdaBeliefRule(BiasCorrected):
     """Algorithm 2 of Zhuang et al., for one array."""
 
     state_type = ScaleByBeliefState
-
-    def scalars(
-        self, hp: Mapping[str, jax.Array], t: jax.Array, carry: Mapping[str, jax.Array]
-    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
-        bias = {"bc1": bias_correction(hp["b1"], t), "bc2": bias_correction(hp["b2"], t)}
-        return {**hp, **bias}, dict(carry)
 
     def apply(
         self,
@@ -108,14 +102,41 @@ def adabelief(
       https://arxiv.org/abs/2010.07468.
     """
     fn = "jadam.adabelief"
+    rule = _adabelief_rule(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
+    return layout.optimizer(
+        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay, decoupled=True,
+        mask=mask, maximize=maximize,
+    )
+
+
+def _adabelief_rule(
+    fn: str, b1: Scalar, b2: Scalar, eps: Scalar, eps_root: Scalar,
+    mu_dtype: DTypeLike | None, nu_dtype: DTypeLike | None,
+) -> AdaBeliefRule:
     hp = {
         "b1": hyperparams.decay_rate(fn, "b1", b1),
         "b2": hyperparams.decay_rate(fn, "b2", b2),
         "eps": hyperparams.scalar(fn, "eps", eps),
         "eps_root": hyperparams.scalar(fn, "eps_root", eps_root),
     }
-    moments = mu_nu(fn, mu_dtype, nu_dtype)
-    return layout.optimizer(
-        AdaBeliefRule(hp, moments), fn=fn, learning_rate=learning_rate,
-        weight_decay=weight_decay, decoupled=True, mask=mask, maximize=maximize,
-    )
+    return AdaBeliefRule(hp, mu_nu(fn, mu_dtype, nu_dtype))
+
+
+def scale_by_adabelief(
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-16,
+    eps_root: Scalar = 1e-16,
+    *,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""AdaBelief's direction, the bias-corrected momentum over the root of the belief, without
+    learning rate, weight decay or sign: the building block of :func:`adabelief`, whose docstring
+    has the math and the arguments.
+
+    Returns:
+      An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByBeliefState`.
+    """
+    fn = "jadam.scale_by_adabelief"
+    return layout.per_leaf(_adabelief_rule(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype), fn=fn)

@@ -85,11 +85,28 @@ def adadelta(
       https://arxiv.org/abs/1212.5701.
     """
     fn = "jadam.adadelta"
+    return layout.optimizer(
+        _adadelta_rule(fn, rho, eps), fn=fn, learning_rate=learning_rate,
+        weight_decay=weight_decay, maximize=maximize,
+    )
+
+
+def _adadelta_rule(fn: str, rho: Scalar, eps: Scalar) -> AdadeltaRule:
     hp = {
         "rho": hyperparams.scalar(fn, "rho", rho, high=1.0, low_open=True, high_open=True),
         "eps": hyperparams.scalar(fn, "eps", eps),
     }
-    rule = AdadeltaRule(hp, (Moment("square_avg"), Moment("acc_delta")))
-    return layout.optimizer(
-        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay, maximize=maximize
-    )
+    return AdadeltaRule(hp, (Moment("square_avg"), Moment("acc_delta")))
+
+
+def scale_by_adadelta(
+    rho: Scalar = 0.9, eps: Scalar = 1e-6
+) -> optax.GradientTransformationExtraArgs:
+    r"""Adadelta's step :math:`\Delta_t`, without learning rate or sign. The math and arguments
+    are :func:`adadelta`'s.
+
+    Returns:
+      An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByAdadeltaState`.
+    """
+    fn = "jadam.scale_by_adadelta"
+    return layout.per_leaf(_adadelta_rule(fn, rho, eps), fn=fn)

@@ -90,12 +90,32 @@ def adagrad(
       Optimization*, JMLR 12, 2011, https://jmlr.org/papers/v12/duchi11a.html.
     """
     fn = "jadam.adagrad"
+    return layout.optimizer(
+        _adagrad_rule(fn, lr_decay, initial_accumulator_value, eps), fn=fn,
+        learning_rate=learning_rate, weight_decay=weight_decay, maximize=maximize,
+    )
+
+
+def _adagrad_rule(
+    fn: str, lr_decay: Scalar, initial_accumulator_value: float, eps: Scalar
+) -> AdagradRule:
     hp = {
         "lr_decay": hyperparams.scalar(fn, "lr_decay", lr_decay),
         "eps": hyperparams.scalar(fn, "eps", eps),
     }
     initial = float(hyperparams.scalar(fn, "initial_accumulator_value", initial_accumulator_value))
-    rule = AdagradRule(hp, (Moment("sum", init=initial),))
-    return layout.optimizer(
-        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay, maximize=maximize
-    )
+    return AdagradRule(hp, (Moment("sum", init=initial),))
+
+
+def scale_by_adagrad(
+    *, lr_decay: Scalar = 0.0, initial_accumulator_value: float = 0.0, eps: Scalar = 1e-10
+) -> optax.GradientTransformationExtraArgs:
+    """Adagrad's direction :math:`g_t / (\\sqrt{G_t} + \\epsilon)` (divided by
+    :math:`1 + (t - 1)\\,\text{lr\\_decay}`), without learning rate or sign. The math and
+    arguments are :func:`adagrad`'s.
+
+    Returns:
+      An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByAdagradState`.
+    """
+    fn = "jadam.scale_by_adagrad"
+    return layout.per_leaf(_adagrad_rule(fn, lr_decay, initial_accumulator_value, eps), fn=fn)

@@ -94,13 +94,38 @@ def adamax(
       https://arxiv.org/abs/1412.6980.
     """
     fn = "jadam.adamax"
+    return layout.optimizer(
+        _adamax_rule(fn, b1, b2, eps, mu_dtype, nu_dtype), fn=fn, learning_rate=learning_rate,
+        weight_decay=weight_decay, maximize=maximize,
+    )
+
+
+def _adamax_rule(
+    fn: str, b1: Scalar, b2: Scalar, eps: Scalar, mu_dtype: DTypeLike | None,
+    nu_dtype: DTypeLike | None,
+) -> AdamaxRule:
     hp = {
         "b1": hyperparams.decay_rate(fn, "b1", b1),
         "b2": hyperparams.decay_rate(fn, "b2", b2),
         "eps": hyperparams.scalar(fn, "eps", eps),
     }
-    moments = mu_nu(fn, mu_dtype, nu_dtype)
-    return layout.optimizer(
-        AdamaxRule(hp, moments), fn=fn, learning_rate=learning_rate, weight_decay=weight_decay,
-        maximize=maximize,
-    )
+    return AdamaxRule(hp, mu_nu(fn, mu_dtype, nu_dtype))
+
+
+def scale_by_adamax(
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    *,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Adamax's direction, the bias-corrected momentum over the infinity norm, without learning
+    rate, weight decay or sign: the building block of :func:`adamax`, whose docstring has the math
+    and the arguments.
+
+    Returns:
+      An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByAdamaxState`.
+    """
+    fn = "jadam.scale_by_adamax"
+    return layout.per_leaf(_adamax_rule(fn, b1, b2, eps, mu_dtype, nu_dtype), fn=fn)

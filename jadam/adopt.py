@@ -126,14 +126,43 @@ def adopt(
       https://arxiv.org/abs/2411.02853.
     """
     fn = "jadam.adopt"
+    rule = _adopt_rule(fn, b1, b2, eps, nesterov, use_clipping, mu_dtype, nu_dtype)
+    return layout.optimizer(
+        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay, decoupled=True,
+        mask=mask, maximize=maximize,
+    )
+
+
+def _adopt_rule(
+    fn: str, b1: Scalar, b2: Scalar, eps: Scalar, nesterov: bool, use_clipping: bool,
+    mu_dtype: DTypeLike | None, nu_dtype: DTypeLike | None,
+) -> AdoptRule:
     hp = {
         "b1": hyperparams.decay_rate(fn, "b1", b1),
         "b2": hyperparams.decay_rate(fn, "b2", b2),
         "eps": hyperparams.scalar(fn, "eps", eps),
     }
     moments = mu_nu(fn, mu_dtype, nu_dtype)
-    rule = AdoptRule(hp, moments, nesterov=bool(nesterov), clipping=bool(use_clipping))
-    return layout.optimizer(
-        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay, decoupled=True,
-        mask=mask, maximize=maximize,
-    )
+    return AdoptRule(hp, moments, nesterov=bool(nesterov), clipping=bool(use_clipping))
+
+
+def scale_by_adopt(
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.9999,
+    eps: Scalar = 1e-6,
+    *,
+    nesterov: bool = False,
+    use_clipping: bool = True,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""ADOPT's direction, the average of gradients normalised by the previous second moment,
+    without learning rate, weight decay or sign: the building block of :func:`adopt`, whose
+    docstring has the math and the arguments.
+
+    Returns:
+      An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByAdoptState`.
+    """
+    fn = "jadam.scale_by_adopt"
+    rule = _adopt_rule(fn, b1, b2, eps, nesterov, use_clipping, mu_dtype, nu_dtype)
+    return layout.per_leaf(rule, fn=fn)

@@ -11,6 +11,8 @@ depend on the optimizer lives here, once, for every rule:
   decoupled (``-lr * weight_decay * p``, as in Loshchilov & Hutter and ``torch.optim.AdamW``),
   with an optional mask;
 * ``maximize`` (the gradient is negated first, as in torch.optim);
+* ``cautious``: the direction is zeroed where it disagrees in sign with the gradient (Liang et
+  al., 2024), see :func:`jadam.cautious`;
 * dtypes: each leaf is computed in float32, or float64 where a float64 array is involved; the
   moments are stored in the dtype ``init`` gave them, and the update has the parameter's dtype
   (the gradient's when ``params`` is not passed);
@@ -20,6 +22,7 @@ depend on the optimizer lives here, once, for every rule:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,13 +33,23 @@ import optax
 
 from jadam import hyperparams
 from jadam.hyperparams import F32, Schedule
+from jadam.rule import LEARNING_RATE as _LR
+from jadam.rule import WEIGHT_DECAY as _DECAY
 from jadam.rule import Moment, Rule, cast_scalars
 
 Mask = Any | Callable[[optax.Params], Any]
 
-# Keys of the layout's own per-step scalars, apart from any name a rule may use.
-_LR = "layout/learning_rate"
-_DECAY = "layout/weight_decay"
+
+class Transformation(optax.GradientTransformationExtraArgs):
+    """An optax ``GradientTransformationExtraArgs`` that remembers how it was built, so that a
+    wrapper such as :func:`jadam.cautious` can rebuild it with another layout option."""
+
+    # No __slots__: the instance keeps its recipe in __dict__, beside the (init, update) tuple.
+    recipe: Callable[..., Transformation]
+
+    def with_options(self, **options: Any) -> Transformation:
+        """The same optimizer with layout options (such as ``cautious=True``) changed."""
+        return self.recipe(**options)
 
 
 def per_leaf(
@@ -48,7 +61,8 @@ def per_leaf(
     decoupled: bool = False,
     mask: Mask | None = None,
     maximize: bool = False,
-) -> optax.GradientTransformationExtraArgs:
+    cautious: bool = False,
+) -> Transformation:
     """Applies ``rule`` to each leaf of a pytree.
 
     Args:
@@ -61,19 +75,26 @@ def per_leaf(
       mask: a tree of booleans with the structure of the parameters (or a prefix of it), or a
         function of the parameters returning one; weight decay applies where it is ``True``.
       maximize: ascend rather than descend.
+      cautious: zero the direction where its sign disagrees with the gradient's and rescale
+        the rest, as in :func:`jadam.cautious`.
 
     Returns:
-      An optax ``GradientTransformationExtraArgs`` whose state is ``rule.state_type``.
+      A :class:`Transformation` whose state is ``rule.state_type``.
     """
     decays = weight_decay is not None and not hyperparams.is_zero(weight_decay)
-    if decays and learning_rate is None and decoupled:
-        raise ValueError(f"{fn}: decoupled weight decay needs a learning rate")
+    if learning_rate is None and (rule.takes_learning_rate or (decays and decoupled)):
+        raise ValueError(f"{fn}: needs a learning rate")
 
     def init(params: optax.Params) -> Any:
         for path, p in jax.tree_util.tree_leaves_with_path(params):
             _check_param(fn, path, p)
+
+        def moment(i: int, path: Any, p: Any) -> jax.Array:
+            return _init_moment(rule.for_leaf(path, jnp.shape(p)).moments[i], p)
+
         moments = {
-            m.name: jax.tree.map(lambda p, m=m: _init_moment(m, p), params) for m in rule.moments
+            m.name: jax.tree_util.tree_map_with_path(functools.partial(moment, i), params)
+            for i, m in enumerate(rule.moments)
         }
         carry = {k: jnp.asarray(v, jnp.float32) for k, v in rule.carry_init().items()}
         return rule.state_type(count=jnp.zeros([], jnp.int32), **moments, **carry)
@@ -124,22 +145,21 @@ def per_leaf(
         if learning_rate is not None:
             step_scalars[_LR] = hp["learning_rate"]
         if decays:
-            # Coupled: g + wd * p. Decoupled: the update gets -lr * wd * p.
-            step_scalars[_DECAY] = (
-                hp["learning_rate"] * hp["weight_decay"] if decoupled else hp["weight_decay"]
-            )
+            step_scalars[_DECAY] = hp["weight_decay"]
 
         new_updates = []
         new_moments: dict[str, list[Any]] = {m.name: [] for m in rule.moments}
         for i, (path, g, p) in enumerate(zip(paths, grads, flat_params, strict=True)):
             state_i = {name: leaves[i] for name, leaves in moments.items()}
-            _check_leaf(fn, path, g, p, state_i, rule.moments)
+            leaf_rule = rule.for_leaf(path, jnp.shape(g))
+            _check_leaf(fn, path, g, p, state_i, leaf_rule.moments)
             u, new = _leaf_update(
-                rule, step_scalars, g, state_i, p,
+                leaf_rule, step_scalars, g, state_i, p,
                 has_lr=learning_rate is not None,
                 decay=decay_leaf is not None and decay_leaf[i],
                 decoupled=decoupled,
                 maximize=maximize,
+                cautious=cautious,
             )
             new_updates.append(u)
             for name, value in new.items():
@@ -152,7 +172,12 @@ def per_leaf(
         )
         return treedef.unflatten(new_updates), new_state
 
-    return optax.GradientTransformationExtraArgs(init, update)
+    tx = Transformation(init, update)
+    tx.recipe = functools.partial(
+        per_leaf, rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay,
+        decoupled=decoupled, mask=mask, maximize=maximize, cautious=cautious,
+    )
+    return tx
 
 
 def optimizer(
@@ -164,7 +189,8 @@ def optimizer(
     decoupled: bool = False,
     mask: Mask | None = None,
     maximize: bool = False,
-) -> optax.GradientTransformationExtraArgs:
+    cautious: bool = False,
+) -> Transformation:
     """A full optimizer (the ``<name>(learning_rate, ...)`` aliases): validates the learning
     rate and weight decay as the user gave them, then applies ``rule`` with :func:`per_leaf`."""
     return per_leaf(
@@ -176,6 +202,7 @@ def optimizer(
         decoupled=decoupled,
         mask=mask,
         maximize=bool(maximize),
+        cautious=cautious,
     )
 
 
@@ -190,6 +217,7 @@ def _leaf_update(
     decay: bool,
     decoupled: bool,
     maximize: bool,
+    cautious: bool,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """One leaf: cast in, the rule, learning rate and weight decay, cast out."""
     wide = any(x is not None and x.dtype == jnp.float64 for x in (g, p, *state.values()))
@@ -199,15 +227,39 @@ def _leaf_update(
     pc = None if p is None else p.astype(dtype)
     if maximize:
         gc = -gc
-    if decay and not decoupled:
-        gc = gc + s[_DECAY] * pc
+    # The decay reaches the rule only if the rule applies it, and only on the masked leaves.
+    wd = s.pop(_DECAY, None)
+    by_layout = decay and not rule.takes_weight_decay
+    if decay and rule.takes_weight_decay:
+        s[_DECAY] = wd
+    if by_layout and not decoupled:
+        gc = gc + wd * pc
     direction, new = rule.apply(s, gc, {k: v.astype(dtype) for k, v in state.items()}, pc)
+    if cautious:
+        direction = cautious_mask(direction, gc, negative=rule.takes_learning_rate)
     if has_lr:
-        direction = -s[_LR] * direction
-        if decay and decoupled:
-            direction = direction - s[_DECAY] * pc
+        # Decoupled decay: -lr * (direction + wd * p), so that a weight decay of 0 leaves the
+        # bits of -lr * direction as they are however XLA fuses it (wd * p + d is d exactly).
+        if by_layout and decoupled and not rule.takes_learning_rate:
+            direction = direction + wd * pc
+        if rule.takes_learning_rate:
+            if by_layout and decoupled:
+                direction = direction - (s[_LR] * wd) * pc
+        else:
+            direction = -s[_LR] * direction
     out_dtype = g.dtype if p is None else p.dtype
     return direction.astype(out_dtype), {k: new[k].astype(v.dtype) for k, v in state.items()}
+
+
+def cautious_mask(update: jax.Array, g: jax.Array, *, negative: bool) -> jax.Array:
+    """Algorithm 1 of Liang et al. (2024) for one array: keep the entries of ``update`` that
+    agree with the gradient ``g`` (same sign for a direction, ``negative=False``; opposite sign
+    for an update to add to the parameters, ``negative=True``; zero counts as agreeing), zero
+    the others, and scale the kept ones by ``size / (kept + 1)``, so the step keeps its size."""
+    aligned = (update * g <= 0) if negative else (update * g >= 0)
+    kept = aligned.astype(jnp.float32)
+    scale = update.size / (jnp.sum(kept) + 1)
+    return update * (kept * scale).astype(update.dtype)
 
 
 def _check_param(fn: str, path: Any, p: Any) -> None:
@@ -222,6 +274,8 @@ def _check_param(fn: str, path: Any, p: Any) -> None:
 
 def _init_moment(m: Moment, p: Any) -> jax.Array:
     dtype = np.dtype(m.dtype or jnp.result_type(p))
+    if m.init == "params":
+        return jnp.array(p, dtype=dtype, copy=True)  # its own buffer, so both can be donated
     if m.shape is None:
         return jnp.full_like(p, m.init, dtype=dtype)
     return jnp.full(m.shape(jnp.shape(p)), m.init, dtype=dtype)

@@ -91,12 +91,28 @@ def lion(
       Discovery of Optimization Algorithms*, NeurIPS 2023, https://arxiv.org/abs/2302.06675.
     """
     fn = "jadam.lion"
+    return layout.optimizer(
+        _lion_rule(fn, b1, b2, mu_dtype), fn=fn, learning_rate=learning_rate,
+        weight_decay=weight_decay, decoupled=True, mask=mask, maximize=maximize,
+    )
+
+
+def _lion_rule(fn: str, b1: Scalar, b2: Scalar, mu_dtype: DTypeLike | None) -> LionRule:
     hp = {
         "b1": hyperparams.decay_rate(fn, "b1", b1),
         "b2": hyperparams.decay_rate(fn, "b2", b2),
     }
-    moments = (Moment("mu", hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)),)
-    return layout.optimizer(
-        LionRule(hp, moments), fn=fn, learning_rate=learning_rate, weight_decay=weight_decay,
-        decoupled=True, mask=mask, maximize=maximize,
-    )
+    return LionRule(hp, (Moment("mu", hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)),))
+
+
+def scale_by_lion(
+    b1: Scalar = 0.9, b2: Scalar = 0.99, *, mu_dtype: DTypeLike | None = None
+) -> optax.GradientTransformationExtraArgs:
+    r"""Lion's direction, the sign of the interpolated momentum, without learning rate, weight decay
+    or sign: the building block of :func:`lion`, whose docstring has the math and the arguments.
+
+    Returns:
+      An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByLionState`.
+    """
+    fn = "jadam.scale_by_lion"
+    return layout.per_leaf(_lion_rule(fn, b1, b2, mu_dtype), fn=fn)

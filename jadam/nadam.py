@@ -74,16 +74,45 @@ def _nadam(
     mask: layout.Mask | None, maximize: bool, mu_dtype: DTypeLike | None,
     nu_dtype: DTypeLike | None,
 ) -> optax.GradientTransformationExtraArgs:
+    rule = _nadam_rule(fn, b1, b2, eps, momentum_decay, mu_dtype, nu_dtype)
+    return layout.optimizer(
+        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay,
+        decoupled=decoupled, mask=mask, maximize=maximize,
+    )
+
+
+def _nadam_rule(
+    fn: str, b1: Scalar, b2: Scalar, eps: Scalar, momentum_decay: Scalar,
+    mu_dtype: DTypeLike | None, nu_dtype: DTypeLike | None,
+) -> NAdamRule:
     hp = {
         "b1": hyperparams.decay_rate(fn, "b1", b1),
         "b2": hyperparams.decay_rate(fn, "b2", b2),
         "eps": hyperparams.scalar(fn, "eps", eps),
         "momentum_decay": hyperparams.scalar(fn, "momentum_decay", momentum_decay),
     }
-    moments = mu_nu(fn, mu_dtype, nu_dtype)
-    return layout.optimizer(
-        NAdamRule(hp, moments), fn=fn, learning_rate=learning_rate, weight_decay=weight_decay,
-        decoupled=decoupled, mask=mask, maximize=maximize,
+    return NAdamRule(hp, mu_nu(fn, mu_dtype, nu_dtype))
+
+
+def scale_by_nadam(
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    *,
+    momentum_decay: Scalar = 4e-3,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""NAdam's direction, Nesterov's look-ahead momentum over Adam's root, without learning
+    rate, weight decay or sign: the building block of :func:`nadam`, whose docstring has the
+    math and the arguments.
+
+    Returns:
+      An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByNAdamState`.
+    """
+    fn = "jadam.scale_by_nadam"
+    return layout.per_leaf(
+        _nadam_rule(fn, b1, b2, eps, momentum_decay, mu_dtype, nu_dtype), fn=fn
     )
 
 

@@ -117,13 +117,38 @@ def radam(
       Beyond*, ICLR 2020, https://arxiv.org/abs/1908.03265.
     """
     fn = "jadam.radam"
+    return layout.optimizer(
+        _radam_rule(fn, b1, b2, eps, mu_dtype, nu_dtype), fn=fn, learning_rate=learning_rate,
+        weight_decay=weight_decay, decoupled=bool(decoupled_weight_decay), maximize=maximize,
+    )
+
+
+def _radam_rule(
+    fn: str, b1: Scalar, b2: Scalar, eps: Scalar, mu_dtype: DTypeLike | None,
+    nu_dtype: DTypeLike | None,
+) -> RAdamRule:
     hp = {
         "b1": hyperparams.decay_rate(fn, "b1", b1),
         "b2": hyperparams.decay_rate(fn, "b2", b2),
         "eps": hyperparams.scalar(fn, "eps", eps),
     }
-    moments = mu_nu(fn, mu_dtype, nu_dtype)
-    return layout.optimizer(
-        RAdamRule(hp, moments), fn=fn, learning_rate=learning_rate, weight_decay=weight_decay,
-        decoupled=bool(decoupled_weight_decay), maximize=maximize,
-    )
+    return RAdamRule(hp, mu_nu(fn, mu_dtype, nu_dtype))
+
+
+def scale_by_radam(
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    *,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""RAdam's direction (the rectified Adam ratio, or the bias-corrected momentum while the
+    variance is intractable), without learning rate, weight decay or sign: the building block of
+    :func:`radam`, whose docstring has the math and the arguments.
+
+    Returns:
+      An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByRAdamState`.
+    """
+    fn = "jadam.scale_by_radam"
+    return layout.per_leaf(_radam_rule(fn, b1, b2, eps, mu_dtype, nu_dtype), fn=fn)

@@ -3,7 +3,7 @@
 >>> import jadam
 >>> tx = jadam.optimizers["adamw"].make(learning_rate=3e-4)
 >>> sorted(jadam.optimizers)[:3]
-['adabelief', 'adadelta', 'adagrad']
+['adabelief', 'adadelta', 'adafactor']
 """
 
 from __future__ import annotations
@@ -17,14 +17,22 @@ import optax
 
 from jadam.adabelief import adabelief
 from jadam.adadelta import adadelta
+from jadam.adafactor import adafactor
 from jadam.adagrad import adagrad
 from jadam.adam import adam, adamw, amsgrad
+from jadam.adam_mini import adam_mini
 from jadam.adamax import adamax
+from jadam.adan import adan
+from jadam.ademamix import ademamix
 from jadam.adopt import adopt
+from jadam.cautious import cautious_adamw, cautious_lion
+from jadam.lamb import lamb
 from jadam.lion import lion
+from jadam.mars import mars
 from jadam.nadam import nadam, nadamw
 from jadam.radam import radam
 from jadam.rmsprop import rmsprop
+from jadam.schedule_free import schedule_free_adamw
 from jadam.sgd import sgd
 from jadam.yogi import yogi
 
@@ -141,10 +149,72 @@ _ENTRIES = [
         "https://papers.nips.cc/paper/8186-adaptive-methods-for-nonconvex-optimization",
     ),
     OptimizerInfo(
+        "adafactor", adafactor, "adam",
+        "Factored second moments (a row and a column per matrix), relative steps, clipping",
+        "Shazeer & Stern, *Adafactor: Adaptive Learning Rates with Sublinear Memory Cost*, "
+        "ICML 2018",
+        "https://arxiv.org/abs/1804.04235",
+    ),
+    OptimizerInfo(
+        "lamb", lamb, "adam",
+        "Adam plus decay, rescaled per layer by ||weights|| / ||step|| for large batches",
+        "You et al., *Large Batch Optimization for Deep Learning: Training BERT in 76 "
+        "minutes*, ICLR 2020",
+        "https://arxiv.org/abs/1904.00962",
+    ),
+    OptimizerInfo(
+        "adan", adan, "adam",
+        "Nesterov momentum estimated from gradient differences, with a proximal decay",
+        "Xie, Zhou, Li, Lin & Yan, *Adan: Adaptive Nesterov Momentum Algorithm for Faster "
+        "Optimizing Deep Models*, IEEE TPAMI 2024",
+        "https://arxiv.org/abs/2208.06677",
+    ),
+    OptimizerInfo(
         "lion", lion, "adam",
         "The sign of an interpolated momentum, with decoupled decay (found by program search)",
         "Chen et al., *Symbolic Discovery of Optimization Algorithms*, NeurIPS 2023",
         "https://arxiv.org/abs/2302.06675",
+    ),
+    OptimizerInfo(
+        "ademamix", ademamix, "adam",
+        "Adam plus a slow average of gradients (b3 = 0.9999), with optional warmups",
+        "Pagliardini, Ablin & Grangier, *The AdEMAMix Optimizer: Better, Faster, Older*, "
+        "ICLR 2025",
+        "https://arxiv.org/abs/2409.03137",
+    ),
+    OptimizerInfo(
+        "schedule_free_adamw", schedule_free_adamw, "adam",
+        "AdamW without a schedule: gradients at an interpolation, an average to evaluate",
+        "Defazio, Yang, Mehta, Mishchenko, Khaled & Cutkosky, *The Road Less Scheduled*, "
+        "NeurIPS 2024",
+        "https://arxiv.org/abs/2405.15682",
+    ),
+    OptimizerInfo(
+        "adam_mini", adam_mini, "adam",
+        "AdamW with one second moment per block (head, neuron, token): half the state",
+        "Zhang et al., *Adam-mini: Use Fewer Learning Rates To Gain More*, ICLR 2025",
+        "https://arxiv.org/abs/2406.16793",
+    ),
+    OptimizerInfo(
+        "mars", mars, "adam",
+        "AdamW on a variance-reduced gradient (plus a scaled gradient difference), clipped",
+        "Yuan, Liu, Wu, Zhou & Gu, *MARS: Unleashing the Power of Variance Reduction for "
+        "Training Large Models*, ICML 2025",
+        "https://arxiv.org/abs/2411.10438",
+    ),
+    OptimizerInfo(
+        "cautious_adamw", cautious_adamw, "adam",
+        "AdamW stepping only where its direction agrees with the gradient (jadam.cautious)",
+        "Liang, Chen, Liu & Liu, *Cautious Optimizers: Improving Training with One Line of "
+        "Code*, 2024",
+        "https://arxiv.org/abs/2411.16085",
+    ),
+    OptimizerInfo(
+        "cautious_lion", cautious_lion, "adam",
+        "Lion stepping only where its sign agrees with the gradient (jadam.cautious)",
+        "Liang, Chen, Liu & Liu, *Cautious Optimizers: Improving Training with One Line of "
+        "Code*, 2024",
+        "https://arxiv.org/abs/2411.16085",
     ),
     OptimizerInfo(
         "adopt", adopt, "adam",

@@ -117,6 +117,15 @@ def rmsprop(
       https://arxiv.org/abs/1308.0850.
     """
     fn = "jadam.rmsprop"
+    rule = _rmsprop_rule(fn, decay, eps, centered, momentum, eps_in_sqrt)
+    return layout.optimizer(
+        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay, maximize=maximize
+    )
+
+
+def _rmsprop_rule(
+    fn: str, decay: Scalar, eps: Scalar, centered: bool, momentum: Scalar, eps_in_sqrt: bool
+) -> RMSpropRule:
     hp = {
         "decay": hyperparams.decay_rate(fn, "decay", decay),
         "eps": hyperparams.scalar(fn, "eps", eps),
@@ -127,7 +136,25 @@ def rmsprop(
         moments += (Moment("mu"),)
     if not hyperparams.is_zero(hp["momentum"]):
         moments += (Moment("trace"),)
-    rule = RMSpropRule(hp, moments, centered=bool(centered), eps_in_sqrt=bool(eps_in_sqrt))
-    return layout.optimizer(
-        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay, maximize=maximize
+    return RMSpropRule(hp, moments, centered=bool(centered), eps_in_sqrt=bool(eps_in_sqrt))
+
+
+def scale_by_rmsprop(
+    decay: Scalar = 0.99,
+    eps: Scalar = 1e-8,
+    *,
+    centered: bool = False,
+    momentum: Scalar = 0.0,
+    eps_in_sqrt: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+    """RMSprop's direction, the gradient over the running RMS (with momentum, its trace),
+    without learning rate or sign. The math and arguments are :func:`rmsprop`'s; with
+    ``momentum`` the trace accumulates the unscaled direction.
+
+    Returns:
+      An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByRMSpropState`.
+    """
+    fn = "jadam.scale_by_rmsprop"
+    return layout.per_leaf(
+        _rmsprop_rule(fn, decay, eps, centered, momentum, eps_in_sqrt), fn=fn
     )

@@ -33,6 +33,12 @@ from jax.typing import DTypeLike
 from jadam import hyperparams
 from jadam.hyperparams import F32
 
+#: Key of the learning rate in the per-step scalars ``apply`` gets, for rules that read it.
+LEARNING_RATE = "layout/learning_rate"
+#: Key of the weight decay in the per-step scalars of a rule with ``takes_weight_decay``; present
+#: only for the leaves the mask selects.
+WEIGHT_DECAY = "layout/weight_decay"
+
 
 class Moment(NamedTuple):
     """One named state array of a rule, one per parameter.
@@ -40,14 +46,15 @@ class Moment(NamedTuple):
     Attributes:
       name: the field of the optimizer's state that holds it, e.g. ``"mu"``.
       dtype: its dtype; ``None`` means the dtype of the parameter it belongs to.
-      init: its initial value (Adagrad starts its sum at ``initial_accumulator_value``).
+      init: its initial value (Adagrad starts its sum at ``initial_accumulator_value``), or
+        ``"params"`` for a copy of the parameter (Schedule-Free's base sequence).
       shape: a function from the parameter's shape to the moment's (Adafactor keeps factored
         row and column moments); ``None`` means the parameter's shape.
     """
 
     name: str
     dtype: DTypeLike | None = None
-    init: float = 0.0
+    init: float | str = 0.0
     shape: Callable[[tuple[int, ...]], tuple[int, ...]] | None = None
 
 
@@ -71,6 +78,19 @@ class Rule:
     #: Whether ``apply`` is elementwise; ``False`` if it reduces over the whole array (LAMB's
     #: trust ratio, Adafactor's factored moments), which a packed layout must know.
     elementwise: ClassVar[bool] = True
+    #: Whether ``apply`` applies the weight decay itself (LAMB decays inside its trust ratio,
+    #: Adan proximally), reading ``s[WEIGHT_DECAY]``, rather than the layout adding it.
+    takes_weight_decay: ClassVar[bool] = False
+    #: Whether ``apply`` returns the update itself, with the learning rate ``s[LEARNING_RATE]``
+    #: already in it (Adafactor's relative step, Schedule-Free's averaging), rather than a
+    #: direction the layout multiplies by ``-learning_rate``.
+    takes_learning_rate: ClassVar[bool] = False
+
+    def for_leaf(self, path: Any, shape: tuple[int, ...]) -> Rule:
+        """The rule for the leaf at key path ``path`` with shape ``shape``: itself, unless an
+        optimizer's math depends on where a leaf sits in the tree (Adam-mini's blocks)."""
+        del path, shape
+        return self
 
     def carry_init(self) -> dict[str, float]:
         """Scalar state carried from step to step (beside the count), with initial values."""
@@ -92,6 +112,18 @@ class Rule:
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """The update direction and the new moments for one array."""
         raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class BiasCorrected(Rule):
+    """A rule whose step reads Adam's two bias corrections, ``s["bc1"]`` :math:`= 1 - b_1^t`
+    and ``s["bc2"]`` :math:`= 1 - b_2^t`, beside its hyperparameters."""
+
+    def scalars(
+        self, hp: Mapping[str, jax.Array], t: jax.Array, carry: Mapping[str, jax.Array]
+    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+        bias = {"bc1": bias_correction(hp["b1"], t), "bc2": bias_correction(hp["b2"], t)}
+        return {**hp, **bias}, dict(carry)
 
 
 def mu_nu(

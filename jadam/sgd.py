@@ -111,6 +111,13 @@ def sgd(
       deep learning*, ICML 2013, https://proceedings.mlr.press/v28/sutskever13.html.
     """
     fn = "jadam.sgd"
+    rule = _sgd_rule(fn, momentum, dampening, nesterov)
+    return layout.optimizer(
+        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay, maximize=maximize
+    )
+
+
+def _sgd_rule(fn: str, momentum: Scalar, dampening: Scalar, nesterov: bool) -> SGDRule:
     hp = {
         "momentum": hyperparams.scalar(fn, "momentum", momentum),
         "dampening": hyperparams.scalar(fn, "dampening", dampening, high=1.0),
@@ -122,7 +129,17 @@ def sgd(
             f"momentum={momentum}, dampening={dampening}"
         )
     moments = () if hyperparams.is_zero(hp["momentum"]) else (Moment("trace"),)
-    rule = SGDRule(hp, moments, nesterov=bool(nesterov))
-    return layout.optimizer(
-        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay, maximize=maximize
-    )
+    return SGDRule(hp, moments, nesterov=bool(nesterov))
+
+
+def scale_by_sgd(
+    momentum: Scalar = 0.0, *, dampening: Scalar = 0.0, nesterov: bool = False
+) -> optax.GradientTransformationExtraArgs:
+    """SGD's direction: the gradient, or its momentum trace (Nesterov's look-ahead with
+    ``nesterov``), without learning rate or sign. The math and arguments are :func:`sgd`'s.
+
+    Returns:
+      An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleBySGDState`.
+    """
+    fn = "jadam.scale_by_sgd"
+    return layout.per_leaf(_sgd_rule(fn, momentum, dampening, nesterov), fn=fn)

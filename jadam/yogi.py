@@ -97,14 +97,41 @@ def yogi(
       NeurIPS 2018, https://papers.nips.cc/paper/8186-adaptive-methods-for-nonconvex-optimization.
     """
     fn = "jadam.yogi"
+    rule = _yogi_rule(fn, b1, b2, eps, initial_accumulator_value, mu_dtype, nu_dtype)
+    return layout.optimizer(
+        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay, maximize=maximize
+    )
+
+
+def _yogi_rule(
+    fn: str, b1: Scalar, b2: Scalar, eps: Scalar, initial_accumulator_value: float,
+    mu_dtype: DTypeLike | None, nu_dtype: DTypeLike | None,
+) -> YogiRule:
     hp = {
         "b1": hyperparams.decay_rate(fn, "b1", b1),
         "b2": hyperparams.decay_rate(fn, "b2", b2),
         "eps": hyperparams.scalar(fn, "eps", eps),
     }
     initial = float(hyperparams.scalar(fn, "initial_accumulator_value", initial_accumulator_value))
-    moments = mu_nu(fn, mu_dtype, nu_dtype, nu_init=initial)
-    return layout.optimizer(
-        YogiRule(hp, moments), fn=fn, learning_rate=learning_rate, weight_decay=weight_decay,
-        maximize=maximize,
-    )
+    return YogiRule(hp, mu_nu(fn, mu_dtype, nu_dtype, nu_init=initial))
+
+
+def scale_by_yogi(
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-3,
+    *,
+    initial_accumulator_value: float = 1e-6,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Yogi's direction, the momentum over the root of the additively updated second moment,
+    without learning rate, weight decay or sign: the building block of :func:`yogi`, whose docstring
+    has the math and the arguments.
+
+    Returns:
+      An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByYogiState`.
+    """
+    fn = "jadam.scale_by_yogi"
+    rule = _yogi_rule(fn, b1, b2, eps, initial_accumulator_value, mu_dtype, nu_dtype)
+    return layout.per_leaf(rule, fn=fn)

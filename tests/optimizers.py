@@ -8,6 +8,7 @@ transformation and the torch.optim optimizer that should give the same trajector
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +19,7 @@ import jadam
 from tests import reference
 
 # Arguments that shape the state and so must be Python numbers, never traced.
-STATIC = {"initial_accumulator_value"}
+STATIC = {"initial_accumulator_value", "alpha_warmup", "b3_warmup", "warmup_steps"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +35,10 @@ class Case:
     converge: dict[str, tuple[float, int, float]] = dataclasses.field(default_factory=dict)
     # test_each_step_matches_paper's tolerance for a float32 update, in ulps (normwise).
     update_ulps: int = 4
+    # ... and for a stored moment, in ulps of its dtype.
+    state_ulps: int = 1
+    # Precisions of test_each_step_matches_paper that the optimizer's docs advise against.
+    unsupported_precisions: tuple[str, ...] = ()
     # test_trajectory_matches_paper_float64's and test_matches_optax's tolerances.
     trajectory_tol: float = 2e-6
     optax_tol: float = 1e-5
@@ -59,6 +64,10 @@ class Case:
     def accepts(self, name: str) -> bool:
         return name in inspect.signature(self.ctor).parameters
 
+
+# Adam-mini with one block per parameter is AdamW.
+_adam_mini_as_adamw = functools.partial(jadam.adam_mini, partition=lambda path, shape: ())
+_adam_mini_as_adamw.__name__ = "adam_mini_as_adamw"  # type: ignore[attr-defined]
 
 CASES = [
     Case("adam", jadam.adam, {}, reference.Adam(), lambda: optax.adam(1e-3),
@@ -417,5 +426,163 @@ CASES = [
         # from the float64 one by 3e-5 of the leaf's scale (observed). Each step is still
         # checked to 4 ulps by test_each_step_matches_paper.
         trajectory_tol=1e-4,
+        # mu averages g / max(sqrt(nu), eps), itself two roundings: 1.4 ulps observed.
+        state_ulps=2,
+    ),
+    Case(
+        "lamb",
+        jadam.lamb,
+        {"weight_decay": 0.0},
+        reference.Lamb(weight_decay=0.0),
+        lambda: optax.lamb(1e-3),
+        # Each step moves a layer by lr * ||x||, whatever the gradient: the rate sets how close
+        # it gets, and Rosenbrock's valley passes near the origin, where steps are tiny (about
+        # 5000 steps at lr = 5e-3 to leave it).
+        converge={"parabola": (2e-3, 3000, 1e-3), "rosenbrock": (5e-3, 6000, 1e-2)},
+    ),
+    Case(
+        "lamb-decay-maximize",
+        jadam.lamb,
+        {"learning_rate": 1e-2, "b1": 0.8, "weight_decay": 0.05, "maximize": True},
+        reference.Lamb(learning_rate=1e-2, b1=0.8, weight_decay=0.05, maximize=True),
+        lambda: optax.chain(optax.scale(-1.0), optax.lamb(1e-2, b1=0.8, weight_decay=0.05)),
+        converge={"parabola": (2e-3, 3000, 1e-3), "rosenbrock": (5e-3, 6000, 1e-2)},
+    ),
+    Case(
+        "adan",
+        jadam.adan,
+        {"weight_decay": 0.0},
+        reference.Adan(weight_decay=0.0),
+        # mu_diff averages g_t - g_{t-1}, itself rounded once: 1.1 ulps observed.
+        state_ulps=2,
+    ),
+    Case(
+        "adan-proximal-decay-maximize",
+        jadam.adan,
+        {"learning_rate": 1e-2, "b2": 0.9, "weight_decay": 0.1, "maximize": True},
+        reference.Adan(learning_rate=1e-2, b2=0.9, weight_decay=0.1, maximize=True),
+        state_ulps=2,
+    ),
+    Case(
+        "adan-decoupled",
+        jadam.adan,
+        {"learning_rate": 1e-2, "weight_decay": 0.1, "proximal": False},
+        reference.Adan(learning_rate=1e-2, weight_decay=0.1, proximal=False),
+        state_ulps=2,
+    ),
+    Case(
+        "mars",
+        jadam.mars,
+        {},
+        reference.Mars(),
+        state_ulps=2,  # as below
+    ),
+    Case(
+        "mars-decay-maximize",
+        jadam.mars,
+        {"learning_rate": 1e-2, "gamma": 0.1, "weight_decay": 0.1, "maximize": True},
+        reference.Mars(learning_rate=1e-2, gamma=0.1, weight_decay=0.1, maximize=True),
+        # mu averages the corrected, clipped gradient, itself four roundings: 1 ulp observed.
+        state_ulps=2,
+    ),
+    Case(
+        "ademamix",
+        jadam.ademamix,
+        {},
+        reference.AdEMAMix(),
+        # The slow average (1 - b3 = 1e-4) keeps a heavy ball rolling for thousands of steps.
+        converge={"parabola": (0.05, 6000, 1e-3), "rosenbrock": (0.05, 6000, 1e-2)},
+        # In float16 the slow average starts below float16's normal range (1e-4 of a gradient
+        # of 1e-3) and loses 1e-2 of itself to subnormal rounding; its docs say to keep it in
+        # float32, which the f16-f32-state precision checks.
+        unsupported_precisions=("f16-f32-nu",),
+    ),
+    Case(
+        "ademamix-warmups-decay-maximize",
+        jadam.ademamix,
+        {"learning_rate": 1e-2, "b3": 0.999, "alpha": 8.0, "alpha_warmup": 150,
+         "b3_warmup": 150, "weight_decay": 0.1, "maximize": True},
+        reference.AdEMAMix(learning_rate=1e-2, b3=0.999, alpha=8.0, alpha_warmup=150,
+                           b3_warmup=150, weight_decay=0.1, maximize=True),
+        converge={"parabola": (0.02, 3000, 1e-3), "rosenbrock": (0.02, 6000, 1e-2)},
+        # beta3(t) is an exp of a quotient of logs: with its product and sum, 1.5 ulps of the
+        # slow average observed.
+        state_ulps=2,
+        unsupported_precisions=("f16-f32-nu",),
+    ),
+    Case(
+        "adafactor",
+        jadam.adafactor,
+        {},
+        reference.Adafactor(),
+        torch=("Adafactor", {}),
+        # No momentum and a constant relative step: it rattles across Rosenbrock's valley
+        # (12.5 -> 0.009 in 6000 steps at 5e-3, 0.02 at 1e-2).
+        converge={"rosenbrock": (5e-3, 6000, 2e-2)},
+    ),
+    Case(
+        "adafactor-decay-maximize",
+        jadam.adafactor,
+        {"learning_rate": 5e-3, "beta2_decay": -0.5, "eps1": 1e-6, "eps2": 1e-2, "d": 2.0,
+         "weight_decay": 0.1, "maximize": True},
+        reference.Adafactor(learning_rate=5e-3, beta2_decay=-0.5, eps1=1e-6, eps2=1e-2, d=2.0,
+                            weight_decay=0.1, maximize=True),
+        torch=("Adafactor", {"lr": 5e-3, "beta2_decay": -0.5, "eps": (1e-6, 1e-2), "d": 2.0,
+                             "weight_decay": 0.1, "maximize": True}),
+        converge={"rosenbrock": (5e-3, 6000, 2e-2)},
+    ),
+    Case(
+        "schedule_free_adamw",
+        jadam.schedule_free_adamw,
+        {},
+        reference.ScheduleFree(),
+    ),
+    Case(
+        "schedule_free_adamw-warmup-decay-maximize",
+        jadam.schedule_free_adamw,
+        {"learning_rate": 1e-2, "b1": 0.8, "warmup_steps": 50, "weight_lr_power": 1.5,
+         "weight_decay": 0.1, "maximize": True},
+        reference.ScheduleFree(learning_rate=1e-2, b1=0.8, warmup_steps=50,
+                               weight_lr_power=1.5, weight_decay=0.1, maximize=True),
+    ),
+    Case(
+        "adam_mini",
+        jadam.adam_mini,
+        {"weight_decay": 0.0},
+        reference.AdamMini(weight_decay=0.0),
+    ),
+    Case(
+        "adam_mini-decay-maximize",
+        jadam.adam_mini,
+        {"learning_rate": 1e-2, "b2": 0.99, "weight_decay": 0.1, "maximize": True},
+        reference.AdamMini(learning_rate=1e-2, b2=0.99, weight_decay=0.1, maximize=True),
+    ),
+    Case(
+        "adam_mini-as-adamw",
+        _adam_mini_as_adamw,
+        {"learning_rate": 1e-2, "weight_decay": 0.1},
+        reference.Adam(learning_rate=1e-2, weight_decay=0.1, decoupled=True),
+        lambda: optax.adamw(1e-2, weight_decay=0.1),
+        torch=("AdamW", {"lr": 1e-2, "weight_decay": 0.1}),
+    ),
+    Case(
+        "cautious_adamw",
+        jadam.cautious_adamw,
+        {"learning_rate": 1e-2, "weight_decay": 0.1},
+        reference.CautiousAdamW(learning_rate=1e-2, weight_decay=0.1),
+    ),
+    Case(
+        "cautious_adamw-maximize",
+        jadam.cautious_adamw,
+        {"b1": 0.8, "weight_decay": 0.0, "maximize": True},
+        reference.CautiousAdamW(b1=0.8, weight_decay=0.0, maximize=True),
+    ),
+    Case(
+        "cautious_lion",
+        jadam.cautious_lion,
+        {"learning_rate": 1e-3, "weight_decay": 0.1},
+        reference.CautiousLion(learning_rate=1e-3, weight_decay=0.1),
+        # As Lion: every kept entry moves by lr * d / (nnz + 1).
+        converge={"parabola": (0.01, 1500, 1e-3), "rosenbrock": (1e-3, 6000, 1e-2)},
     ),
 ]

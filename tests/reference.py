@@ -394,3 +394,315 @@ class Adopt:
         d = self.b1 * m + (1 - self.b1) * g_tilde if self.nesterov else m
         v = self.b2 * state["nu"] + (1 - self.b2) * g * g
         return -self.learning_rate * d + decay, {"mu": m, "nu": v}
+
+
+def _norm(x) -> float:
+    return float(np.sqrt(np.sum(np.square(x))))
+
+
+@dataclasses.dataclass
+class Lamb:
+    """LAMB, Algorithm 2 of You et al. (2020), phi = identity, per array ("layer"): Adam's
+    bias-corrected ratio r plus lambda * x, scaled by ||x|| / ||r + lambda x|| (taken as 1 when a
+    norm is 0)."""
+
+    learning_rate: float = 1e-3
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-6
+    weight_decay: float = 0.01
+    maximize: bool = False
+
+    def init(self, p):
+        return {"mu": np.zeros(np.shape(p)), "nu": np.zeros(np.shape(p))}
+
+    def step(self, state, g, p, t):
+        x = np.asarray(p, np.float64)
+        g = gradient(g, p, maximize=self.maximize)
+        m = self.b1 * state["mu"] + (1 - self.b1) * g
+        v = self.b2 * state["nu"] + (1 - self.b2) * g * g
+        r = (m / (1 - self.b1**t)) / (np.sqrt(v / (1 - self.b2**t)) + self.eps)
+        r = r + self.weight_decay * x
+        x_norm, r_norm = _norm(x), _norm(r)
+        ratio = x_norm / r_norm if x_norm > 0 and r_norm > 0 else 1.0
+        return -self.learning_rate * ratio * r, {"mu": m, "nu": v}
+
+
+@dataclasses.dataclass
+class Adan:
+    """Adan, Algorithm 1 of Xie et al. (2022), in the authors' code's convention (b_k = 1 - the
+    paper's beta_k) with its bias corrections; the first step's gradient difference is 0.
+    Weight decay: the paper's proximal step theta <- (theta - lr u) / (1 + lr wd), or with
+    ``proximal=False`` theta <- theta (1 - lr wd) - lr u."""
+
+    learning_rate: float = 1e-3
+    b1: float = 0.98
+    b2: float = 0.92
+    b3: float = 0.99
+    eps: float = 1e-8
+    weight_decay: float = 0.02
+    proximal: bool = True
+    maximize: bool = False
+
+    def init(self, p):
+        zeros = np.zeros(np.shape(p))
+        return {"mu": zeros, "mu_diff": zeros.copy(), "nu": zeros.copy(),
+                "prev_grad": zeros.copy()}
+
+    def step(self, state, g, p, t):
+        x = np.asarray(p, np.float64)
+        g = gradient(g, p, maximize=self.maximize)
+        delta = np.zeros_like(g) if t == 1 else g - state["prev_grad"]
+        m = self.b1 * state["mu"] + (1 - self.b1) * g
+        d = self.b2 * state["mu_diff"] + (1 - self.b2) * delta
+        n = self.b3 * state["nu"] + (1 - self.b3) * (g + self.b2 * delta) ** 2
+        u = (m / (1 - self.b1**t) + self.b2 * d / (1 - self.b2**t)) / (
+            np.sqrt(n / (1 - self.b3**t)) + self.eps
+        )
+        lr, wd = self.learning_rate, self.weight_decay
+        proximal = (x - lr * u) / (1 + lr * wd)
+        new_x = proximal if self.proximal else x * (1 - lr * wd) - lr * u
+        return new_x - x, {"mu": m, "mu_diff": d, "nu": n, "prev_grad": g}
+
+
+@dataclasses.dataclass
+class Mars:
+    """MARS-AdamW, Algorithm 2 of Yuan et al. (2024), approximate form: the correction uses the
+    previous step's gradient (none at t = 1), c is scaled to unit norm (per array) when longer,
+    then AdamW with decay -lr * wd * theta."""
+
+    learning_rate: float = 3e-3
+    b1: float = 0.95
+    b2: float = 0.99
+    eps: float = 1e-8
+    gamma: float = 0.025
+    weight_decay: float = 0.0
+    maximize: bool = False
+
+    def init(self, p):
+        zeros = np.zeros(np.shape(p))
+        return {"mu": zeros, "nu": zeros.copy(), "prev_grad": zeros.copy()}
+
+    def step(self, state, g, p, t):
+        g = gradient(g, p, maximize=self.maximize)
+        c = g
+        if t > 1:
+            c = g + self.gamma * self.b1 / (1 - self.b1) * (g - state["prev_grad"])
+        if _norm(c) > 1:
+            c = c / _norm(c)
+        m = self.b1 * state["mu"] + (1 - self.b1) * c
+        v = self.b2 * state["nu"] + (1 - self.b2) * c * c
+        u = (m / (1 - self.b1**t)) / (np.sqrt(v / (1 - self.b2**t)) + self.eps)
+        step = -self.learning_rate * (u + self.weight_decay * np.asarray(p, np.float64))
+        return step, {"mu": m, "nu": v, "prev_grad": g}
+
+
+@dataclasses.dataclass
+class AdEMAMix:
+    """AdEMAMix, Algorithm 1 of Pagliardini et al. (2024): a bias-corrected fast EMA plus alpha
+    times an uncorrected slow EMA, over Adam's denominator; decoupled decay scaled by the rate.
+    Warmups (the paper's schedulers f_alpha, f_beta3) when given."""
+
+    learning_rate: float = 1e-3
+    b1: float = 0.9
+    b2: float = 0.999
+    b3: float = 0.9999
+    alpha: float = 5.0
+    eps: float = 1e-8
+    alpha_warmup: int | None = None
+    b3_warmup: int | None = None
+    weight_decay: float = 0.0
+    maximize: bool = False
+
+    def init(self, p):
+        zeros = np.zeros(np.shape(p))
+        return {"mu": zeros, "mu_slow": zeros.copy(), "nu": zeros.copy()}
+
+    def step(self, state, g, p, t):
+        g = gradient(g, p, maximize=self.maximize)
+        alpha, b3 = self.alpha, self.b3
+        if self.alpha_warmup is not None:
+            alpha = min(t * self.alpha / self.alpha_warmup, self.alpha)
+        if self.b3_warmup is not None:
+            s = t / self.b3_warmup
+            ln1, ln3 = np.log(self.b1), np.log(self.b3)
+            b3 = min(np.exp(ln1 * ln3 / ((1 - s) * ln3 + s * ln1)), self.b3)
+        m1 = self.b1 * state["mu"] + (1 - self.b1) * g
+        m2 = b3 * state["mu_slow"] + (1 - b3) * g
+        v = self.b2 * state["nu"] + (1 - self.b2) * g * g
+        u = (m1 / (1 - self.b1**t) + alpha * m2) / (np.sqrt(v / (1 - self.b2**t)) + self.eps)
+        step = -self.learning_rate * (u + self.weight_decay * np.asarray(p, np.float64))
+        return step, {"mu": m1, "mu_slow": m2, "nu": v}
+
+
+@dataclasses.dataclass
+class Adafactor:
+    """Adafactor, Algorithms 4 (matrices, factored) and 5 (vectors) of Shazeer & Stern (2018)
+    with beta1 = 0, in the form torch.optim.Adafactor documents: beta2_t = 1 - t^c, relative
+    step rho_t = min(lr, 1/sqrt(t)) times max(eps2, RMS(X)), second moment floored at eps1^2
+    (eps1's mean floor for the row factor), update clipped to RMS d, decoupled decay lr*wd*X.
+    Arrays of more than two dimensions factor their last two axes."""
+
+    learning_rate: float = 1e-2
+    beta2_decay: float = -0.8
+    eps1: float = float(np.finfo(np.float32).eps)
+    eps2: float = 1e-3
+    d: float = 1.0
+    weight_decay: float = 0.0
+    maximize: bool = False
+
+    def init(self, p):
+        shape = np.shape(p)
+        if len(shape) >= 2:
+            return {"v_row": np.zeros(shape[:-1]), "v_col": np.zeros(shape[:-2] + shape[-1:]),
+                    "v": np.zeros((0,))}
+        return {"v_row": np.zeros((0,)), "v_col": np.zeros((0,)), "v": np.zeros(shape)}
+
+    def step(self, state, g, p, t):
+        x = np.asarray(p, np.float64)
+        g = gradient(g, p, maximize=self.maximize)
+        beta2 = 1 - t**self.beta2_decay
+        new = dict(state)
+        if g.ndim >= 2:
+            r = beta2 * state["v_row"] + (1 - beta2) * np.mean(g * g, axis=-1)
+            c = beta2 * state["v_col"] + (1 - beta2) * np.mean(g * g, axis=-2)
+            denom = np.maximum(np.mean(r, axis=-1), self.eps1)[..., None, None]
+            v_hat = r[..., :, None] * c[..., None, :] / denom
+            new.update(v_row=r, v_col=c)
+        else:
+            v_hat = beta2 * state["v"] + (1 - beta2) * g * g
+            new["v"] = v_hat
+        u = g / np.sqrt(np.maximum(v_hat, self.eps1**2))
+        rms = lambda a: np.sqrt(np.mean(a * a)) if a.size else 0.0  # noqa: E731
+        rho = min(self.learning_rate, 1 / np.sqrt(t))
+        alpha = max(self.eps2, rms(x)) * rho
+        clipped = u / max(1.0, rms(u) / self.d)
+        return -alpha * clipped - self.learning_rate * self.weight_decay * x, new
+
+
+@dataclasses.dataclass
+class ScheduleFree:
+    """Schedule-Free AdamW, Algorithm 1 of Defazio et al. (2024), with the three sequences
+    written out: the parameters are y; x is recovered from y = (1 - b1) z + b1 x. The averaging
+    weight c_{t+1} = gamma_t^p / sum_{i<=t} gamma_i^p (the paper's p = 2) for the constant
+    learning rates the tests use, where gamma_t = lr sqrt(1 - b2^t) min(1, t / warmup)."""
+
+    learning_rate: float = 2.5e-3
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    warmup_steps: int = 0
+    weight_lr_power: float = 2.0
+    weight_decay: float = 0.0
+    maximize: bool = False
+
+    def gamma(self, t):
+        warmup = min(1.0, t / self.warmup_steps) if self.warmup_steps else 1.0
+        return self.learning_rate * np.sqrt(1 - self.b2**t) * warmup
+
+    def init(self, p):
+        return {"z": np.array(p, np.float64), "nu": np.zeros(np.shape(p))}
+
+    def step(self, state, g, p, t):
+        y = np.asarray(p, np.float64)
+        z = state["z"]
+        x = (y - (1 - self.b1) * z) / self.b1
+        g = gradient(g, p, maximize=self.maximize)
+        v = self.b2 * state["nu"] + (1 - self.b2) * g * g
+        gamma = self.gamma(t)
+        z_next = z - gamma * (g / (np.sqrt(v) + self.eps) + self.weight_decay * y)
+        weights = [self.gamma(i) ** self.weight_lr_power for i in range(1, t + 1)]
+        c = weights[-1] / sum(weights) if sum(weights) > 0 else 0.0
+        x_next = (1 - c) * x + c * z_next
+        y_next = (1 - self.b1) * z_next + self.b1 * x_next
+        return y_next - y, {"z": z_next, "nu": v}
+
+
+def _output_neuron_blocks(shape) -> tuple[int, ...]:
+    """Adam-mini's blocks for the test trees (no Flax names): one per entry of the last axis of
+    a matrix or higher, one per vector or scalar."""
+    return tuple(range(len(shape) - 1)) if len(shape) >= 2 else tuple(range(len(shape)))
+
+
+@dataclasses.dataclass
+class AdamMini:
+    """Adam-mini, Algorithm 1 of Zhang et al. (2024): per-parameter m, and per block the
+    average of g^2 over the block as v; AdamW's bias corrections and decoupled decay."""
+
+    learning_rate: float = 1e-3
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 1e-2
+    maximize: bool = False
+    blocks: object = _output_neuron_blocks
+
+    def init(self, p):
+        shape = np.shape(p)
+        axes = self.blocks(shape)
+        v_shape = tuple(1 if i in axes else n for i, n in enumerate(shape))
+        return {"mu": np.zeros(shape), "nu": np.zeros(v_shape)}
+
+    def step(self, state, g, p, t):
+        g = gradient(g, p, maximize=self.maximize)
+        axes = self.blocks(np.shape(g))
+        m = self.b1 * state["mu"] + (1 - self.b1) * g
+        block_mean = np.mean(g * g, axis=axes, keepdims=True) if g.size else np.zeros_like(
+            state["nu"])
+        v = self.b2 * state["nu"] + (1 - self.b2) * block_mean
+        u = (m / (1 - self.b1**t)) / (np.sqrt(v / (1 - self.b2**t)) + self.eps)
+        step = -self.learning_rate * (u + self.weight_decay * np.asarray(p, np.float64))
+        return step, {"mu": m, "nu": v}
+
+
+def _cautious(u: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Liang et al. (2024): phi = [u * g >= 0], and u * phi scaled by d / (nnz(phi) + 1)."""
+    phi = (u * g >= 0).astype(np.float64)
+    return u * phi * (u.size / (phi.sum() + 1))
+
+
+@dataclasses.dataclass
+class CautiousAdamW:
+    """C-AdamW, Algorithm 2 of Liang et al. (2024): AdamW's direction masked and rescaled by
+    its agreement with the gradient; the decoupled decay is not masked."""
+
+    learning_rate: float = 1e-3
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 1e-2
+    maximize: bool = False
+
+    def init(self, p):
+        return {"mu": np.zeros(np.shape(p)), "nu": np.zeros(np.shape(p))}
+
+    def step(self, state, g, p, t):
+        g = gradient(g, p, maximize=self.maximize)
+        m = self.b1 * state["mu"] + (1 - self.b1) * g
+        v = self.b2 * state["nu"] + (1 - self.b2) * g * g
+        u = (m / (1 - self.b1**t)) / (np.sqrt(v / (1 - self.b2**t)) + self.eps)
+        step = -self.learning_rate * (_cautious(u, g)
+                                      + self.weight_decay * np.asarray(p, np.float64))
+        return step, {"mu": m, "nu": v}
+
+
+@dataclasses.dataclass
+class CautiousLion:
+    """C-Lion, Algorithm 3 of Liang et al. (2024): Lion's sign step masked and rescaled by its
+    agreement with the gradient; the decoupled decay is not masked."""
+
+    learning_rate: float = 1e-4
+    b1: float = 0.9
+    b2: float = 0.99
+    weight_decay: float = 0.0
+    maximize: bool = False
+
+    def init(self, p):
+        return {"mu": np.zeros(np.shape(p))}
+
+    def step(self, state, g, p, t):
+        g = gradient(g, p, maximize=self.maximize)
+        u = np.sign(self.b1 * state["mu"] + (1 - self.b1) * g)
+        step = -self.learning_rate * (_cautious(u, g)
+                                      + self.weight_decay * np.asarray(p, np.float64))
+        return step, {"mu": self.b2 * state["mu"] + (1 - self.b2) * g}

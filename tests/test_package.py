@@ -20,9 +20,13 @@ MODULES = ["jadam"] + [
 
 def test_all_is_the_public_api() -> None:
     states = [n for n in jadam.__all__ if n.startswith("ScaleBy")]
+    directions = [n for n in jadam.__all__ if n.startswith("scale_by_")]
     assert sorted(jadam.__all__) == sorted(
-        ["OptimizerInfo", "optimizers", "scale_by_adam", *jadam.optimizers, *states]
+        ["OptimizerInfo", "optimizers", "schedule_free_eval_params", "adam_mini_partition",
+         "cautious", *jadam.optimizers, *states, *directions]
     )
+    # Each building block belongs to an optimizer of the registry.
+    assert all(n.removeprefix("scale_by_") in jadam.optimizers for n in directions)
     for info in jadam.optimizers.values():
         assert getattr(jadam, info.name) is info.make
         state = info.make.__annotations__["return"]

@@ -15,7 +15,9 @@ import pytest
 import jadam
 
 CONSTRUCTORS = {f"jadam.{name}": info.make for name, info in jadam.optimizers.items()}
-CONSTRUCTORS["jadam.scale_by_adam"] = jadam.scale_by_adam
+CONSTRUCTORS.update({
+    f"jadam.{name}": getattr(jadam, name) for name in jadam.__all__ if name.startswith("scale_by_")
+})
 
 # (argument, bad value, what the message must say); every one fails in every constructor that
 # takes the argument.
@@ -34,6 +36,19 @@ BAD = [
     ("b2", 1.0, "must be in [0, 1), got 1"),
     ("b2", np.float32(-0.5), "must be in [0, 1), got -0.5"),
     ("b2", "0.999", "must be a real number, got str"),
+    ("b3", 1.0, "must be in [0, 1), got 1"),
+    ("gamma", -0.1, "must be >= 0, got -0.1"),
+    ("alpha", -1.0, "must be >= 0, got -1"),
+    ("beta2_decay", 0.5, "must be in [-inf, 0], got 0.5"),
+    ("eps1", -1.0, "must be >= 0, got -1"),
+    ("eps2", math.nan, "must be finite"),
+    ("d", 0.0, "must be > 0, got 0"),
+    ("warmup_steps", -1, "must be an integer >= 0"),
+    ("warmup_steps", 2.5, "must be an integer >= 0"),
+    ("weight_lr_power", -1.0, "must be >= 0, got -1"),
+    ("z_dtype", jnp.int32, "must be a floating dtype, got int32"),
+    ("alpha_warmup", 0, "must be a positive integer or None"),
+    ("b3_warmup", 1.5, "must be a positive integer or None"),
     ("eps", -1e-8, "must be >= 0, got -1e-08"),
     ("eps", math.nan, "must be finite"),
     ("eps_root", -1.0, "must be >= 0, got -1"),
@@ -134,6 +149,22 @@ def test_weight_decay_needs_params() -> None:
     params = {"a": jnp.ones(3)}
     for tx in (jadam.adamw(), jadam.adam(weight_decay=0.1)):
         with pytest.raises(ValueError, match=re.escape("needs params")):
+            tx.update(params, tx.init(params))
+
+
+# The optimizers whose math reads the parameters themselves, not only for weight decay.
+READS_PARAMS = {"lamb", "adafactor", "schedule_free_adamw"}
+
+
+def test_optimizers_that_read_params_say_so() -> None:
+    params = {"a": jnp.ones(3)}
+    for name, info in jadam.optimizers.items():
+        no_decay = {"weight_decay": 0.0} if _takes(info.make, "weight_decay") else {}
+        tx = _call(info.make, **no_decay)
+        if name in READS_PARAMS:
+            with pytest.raises(ValueError, match=re.escape(f"jadam.{name}: update() needs params")):
+                tx.update(params, tx.init(params))
+        else:
             tx.update(params, tx.init(params))
 
 
