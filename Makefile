@@ -18,14 +18,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[examples,test]' $(TORCH)
 	touch $(STAMP)
 
+# The main job: the CNN example on scikit-learn's 8x8 digits (offline), with its curves.
 demo: $(STAMP)
-	$(PY) examples/quickstart.py
+	$(PY) examples/mnist_cnn.py --dataset digits --plot mnist_cnn.png
 
 lint: $(STAMP)
-	$(PY) -m ruff check jadam tests examples
+	$(PY) -m ruff check jadam tests examples bench
 
+# -n auto: one pytest worker per core (most of the suite's time is XLA compiling, one core each).
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

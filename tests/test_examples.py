@@ -10,7 +10,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_quickstart_example_learns_the_curve() -> None:
-    """`make demo`'s script, shortened: the loss must fall from ~0.2 to near the noise floor."""
+    """The quickstart script, shortened: the loss must fall from ~0.2 to near the noise floor."""
     out = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--steps", "600"],
         capture_output=True, text=True, timeout=300, check=True,
