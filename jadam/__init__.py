@@ -5,6 +5,7 @@ Optimizers are optax ``GradientTransformation`` s: ``state = tx.init(params)``, 
 ``optax.MultiSteps``, optax's clipping, schedules and masks, and ``flax.nnx.Optimizer``.
 """
 
+from jadam import tune
 from jadam.adabelief import ScaleByBeliefState, adabelief, scale_by_adabelief
 from jadam.adadelta import ScaleByAdadeltaState, adadelta, scale_by_adadelta
 from jadam.adafactor import ScaleByAdafactorState, adafactor
@@ -98,5 +99,6 @@ __all__ = [
     "schedule_free_adamw",
     "schedule_free_eval_params",
     "sgd",
+    "tune",
     "yogi",
 ]

@@ -1,0 +1,61 @@
+"""The tuning tools in examples/ run end to end on a small subset of the digits and write
+valid PNGs of the size their figures ask for."""
+
+from __future__ import annotations
+
+import pathlib
+import struct
+
+import numpy as np
+import pytest
+
+from examples import compare_optimizers, lr_finder, sweep
+from jadam import tune
+
+SMALL = ["--dataset", "digits", "--train-size", "256", "--epochs", "2", "--no-progress"]
+
+
+def _png_size(path: pathlib.Path) -> tuple[int, int]:
+    blob = path.read_bytes()
+    assert blob[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    assert blob[12:16] == b"IHDR"
+    return struct.unpack(">II", blob[16:24])
+
+
+def test_compare_optimizers(tmp_path: pathlib.Path) -> None:
+    png, js = tmp_path / "compare.png", tmp_path / "compare.json"
+    results = compare_optimizers.main([*SMALL, "--seeds", "2", "--plot", str(png), "--json",
+                                       str(js), "--optimizers", "adam",
+                                       "sgd:learning_rate=0.05,momentum=0.9"])
+    assert _png_size(png) == (1200, 450)
+    assert set(results) == {"adam", "sgd:learning_rate=0.05,momentum=0.9"}
+    assert results["adam"]["curves"]["test_accuracy"].shape == (2, 2)
+    back = tune.load(str(js))
+    np.testing.assert_array_equal(back["adam"]["curves"]["loss"],
+                                  results["adam"]["curves"]["loss"])
+
+
+def test_sweep(tmp_path: pathlib.Path) -> None:
+    png = tmp_path / "sweep.png"
+    result = sweep.main([*SMALL, "--plot", str(png), "--x", "learning_rate=1e-3,1e-2",
+                         "--y", "b1=0.8,0.9,0.95"])
+    assert _png_size(png) == (580, 550)
+    assert len(result["seed"]) == 6
+    assert result["results"]["test_accuracy"].shape == (6, 2)
+
+
+def test_lr_finder(tmp_path: pathlib.Path) -> None:
+    png = tmp_path / "lr.png"
+    result = lr_finder.main(["--dataset", "digits", "--steps", "100", "--no-progress",
+                             "--plot", str(png)])
+    assert _png_size(png) == (800, 450)
+    assert 1e-6 <= result["suggestion"] <= 1.0
+
+
+@pytest.mark.parametrize("tool", [compare_optimizers, sweep, lr_finder])
+def test_help(tool, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        tool.main(["--help"])
+    out = capsys.readouterr().out
+    assert "--plot" in out
+    assert "--dataset" in out

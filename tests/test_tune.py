@@ -1,0 +1,209 @@
+"""jadam.tune: sweeps as one program, the learning-rate range test, comparisons, JSON."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jadam
+from jadam import tune
+
+X = jnp.asarray(np.random.default_rng(0).standard_normal((64, 8)), jnp.float32)
+Y = jnp.sin(X @ jnp.arange(1.0, 9.0) / 8)
+
+
+def _mlp_loss(params: dict, x: jax.Array, y: jax.Array) -> jax.Array:
+    h = jnp.tanh(x @ params["w1"] + params["b1"][None])
+    return jnp.mean(jnp.square(h @ params["w2"] - y))
+
+
+def _init(seed) -> dict:
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    return {"w1": jax.random.normal(k1, (8, 16)) / 3, "b1": jnp.zeros(16),
+            "w2": jax.random.normal(k2, (16,)) / 4}
+
+
+def train(hp: dict, seed) -> dict:
+    """30 Adam steps of a small MLP regression, minibatches drawn from the seed."""
+    tx = jadam.adam(learning_rate=hp["learning_rate"], b1=hp["b1"])
+    params = _init(seed)
+    idx = jax.random.randint(jax.random.key(seed), (30, 16), 0, 64)
+
+    def step(carry, i):
+        p, s = carry
+        loss, g = jax.value_and_grad(_mlp_loss)(p, X[i], Y[i])
+        u, s = tx.update(g, s, p)
+        return (optax.apply_updates(p, u), s), loss
+
+    (params, _), losses = jax.lax.scan(step, (params, tx.init(params)), idx)
+    return {"losses": losses, "final": _mlp_loss(params, X, Y), "w2": params["w2"]}
+
+
+GRID = {"learning_rate": [1e-3, 1e-2], "b1": [0.8, 0.9]}
+
+
+def _solo(lr: float, b1: float, seed: int, traced: bool) -> dict:
+    if traced:
+        return jax.jit(train)({"learning_rate": jnp.float32(lr), "b1": jnp.float32(b1)},
+                              jnp.int32(seed))
+    return jax.jit(lambda: train({"learning_rate": lr, "b1": b1}, seed))()
+
+
+def test_sequential_sweep_is_bitwise_the_solo_runs() -> None:
+    """Runs one after another in the sweep's program give exactly the bits of each
+    configuration trained alone, with its hyperparameters as traced arrays or as Python
+    numbers."""
+    result = tune.sweep(train, GRID, seeds=(0, 1), vectorize=1)
+    assert result["coords"] == {"learning_rate": [1e-3] * 4 + [1e-2] * 4,
+                                "b1": [0.8, 0.8, 0.9, 0.9] * 2}
+    assert result["seed"] == [0, 1] * 4
+    for i, (lr, b1, seed) in enumerate(zip(result["coords"]["learning_rate"],
+                                           result["coords"]["b1"], result["seed"],
+                                           strict=True)):
+        for traced in (True, False):
+            solo = _solo(lr, b1, seed, traced)
+            for key in solo:
+                np.testing.assert_array_equal(result["results"][key][i], solo[key], err_msg=key)
+
+
+@pytest.mark.parametrize("width", [3, 8])
+def test_vmapped_sweep_matches_solo_runs_within_rounding(width: int) -> None:
+    """Side by side under vmap (3 wide: chunks plus a remainder), each run matches its solo
+    run to 1e-5 of the value's scale: batched matrix products sum in another order, and 30
+    Adam steps carry the difference (observed at most a few 1e-7)."""
+    result = tune.sweep(train, GRID, seeds=(0, 1), vectorize=width)
+    assert result["vectorize"] == width
+    for i in range(8):
+        solo = _solo(result["coords"]["learning_rate"][i], result["coords"]["b1"][i],
+                     result["seed"][i], traced=True)
+        for key in solo:
+            np.testing.assert_allclose(result["results"][key][i], solo[key], rtol=0,
+                                       atol=1e-5 * float(np.abs(solo[key]).max()), err_msg=key)
+
+
+def test_sweep_compiles_once_however_many_points() -> None:
+    traces = []
+
+    def counted(hp, seed):
+        traces.append(1)
+        return train(hp, seed)
+
+    grid = {"learning_rate": list(np.geomspace(1e-4, 1e-1, 8)), "b1": [0.8, 0.9]}
+    result = tune.sweep(counted, grid, vectorize=1)
+    assert len(result["seed"]) == 16
+    assert len(traces) == 1
+
+
+def test_default_vectorize_is_per_backend() -> None:
+    assert tune.default_vectorize(16, "cpu") == 1
+    assert tune.default_vectorize(16, "gpu") == 16
+    assert tune.default_vectorize(1000, "tpu") == 64
+
+
+def test_bad_sweeps_are_clear_errors() -> None:
+    with pytest.raises(ValueError, match="no values for 'b1'"):
+        tune.sweep(train, {"learning_rate": [1e-3], "b1": []})
+    with pytest.raises(ValueError, match="vectorize must be >= 1"):
+        tune.sweep(train, GRID, vectorize=0)
+    with pytest.raises(ValueError, match="seeds is empty"):
+        tune.sweep(train, GRID, seeds=())
+
+
+def test_results_round_trip_through_json(tmp_path) -> None:
+    result = tune.sweep(train, {"learning_rate": [1e-2], "b1": [0.9]})
+    result["extra"] = {"nan": float("nan"), "pair": (1.0, 2.0), "ints": np.arange(3)}
+    tune.save(result, str(tmp_path / "r.json"))
+    back = tune.load(str(tmp_path / "r.json"))
+    assert back["coords"] == result["coords"]
+    assert back["extra"]["pair"] == (1.0, 2.0)
+    assert np.isnan(back["extra"]["nan"])
+    for key, value in result["results"].items():
+        assert back["results"][key].dtype == value.dtype
+        np.testing.assert_array_equal(back["results"][key], value)
+    np.testing.assert_array_equal(back["extra"]["ints"], np.arange(3))
+
+
+@pytest.mark.parametrize("curvature", [0.5, 4.0, 40.0])
+def test_range_test_finds_the_known_best_rate(curvature: float) -> None:
+    """SGD on the quadratic h/2 |x - c|^2 converges in one step at rate 1/h, the best rate:
+    a fine grid of fixed rates confirms it, and the range test's suggestion is within a
+    factor of 3 of it (observed 1.3-1.5x)."""
+
+    def loss_fn(p, target):
+        return 0.5 * curvature * jnp.sum(jnp.square(p - target))
+
+    start, target = jnp.full(5, 3.0), jnp.zeros((1, 5))
+    result = tune.lr_range_test(loss_fn, start, target, optimizer="sgd", min_lr=1e-6,
+                                max_lr=100.0, steps=200)
+    best = 1 / curvature
+    assert best / 3 <= result["suggestion"] <= 3 * best, result["suggestion"]
+
+    def final_loss(lr):
+        tx = jadam.sgd(float(lr))
+        p = start
+        for _ in range(5):
+            p = optax.apply_updates(p, tx.update(jax.grad(loss_fn)(p, target[0]),
+                                                 tx.init(p))[0])
+        return float(loss_fn(p, target[0]))
+
+    grid = np.geomspace(best / 30, best * 1.9, 40)
+    assert final_loss(best) <= min(final_loss(lr) for lr in grid) + 1e-12
+
+
+def test_range_test_stops_when_the_loss_diverges() -> None:
+    def loss_fn(p, _):
+        return jnp.sum(jnp.square(p))
+
+    result = tune.lr_range_test(loss_fn, jnp.ones(3), jnp.zeros((1, 1)), optimizer="sgd",
+                                min_lr=1e-4, max_lr=1e3, steps=300)
+    assert result["stopped_early"]
+    assert len(result["losses"]) < 300
+    assert result["learning_rates"][-1] > 1.0  # SGD diverges past rate 1 here
+    assert np.all(np.diff(result["learning_rates"]) > 0)
+    assert "steepest descent" in result["rule"]
+
+
+def test_range_test_validates_its_range() -> None:
+    with pytest.raises(ValueError, match="0 < min_lr < max_lr"):
+        tune.lr_range_test(lambda p, b: jnp.sum(p), jnp.ones(2), jnp.zeros((1,)), min_lr=1.0,
+                           max_lr=0.1)
+
+
+def _train_curves(tx, seed) -> dict:
+    params = _init(seed)
+    idx = jax.random.randint(jax.random.key(seed), (40, 16), 0, 64)
+
+    def step(carry, i):
+        p, s = carry
+        loss, g = jax.value_and_grad(_mlp_loss)(p, X[i], Y[i])
+        u, s = tx.update(g, s, p)
+        error = jnp.tanh(X[i] @ p["w1"] + p["b1"][None]) @ p["w2"] - Y[i]
+        accuracy = jnp.mean(jnp.abs(error) < 0.1)
+        return (optax.apply_updates(p, u), s), (loss, accuracy)
+
+    _, (losses, accuracies) = jax.lax.scan(step, (params, tx.init(params)), idx)
+    return {"loss": losses, "accuracy": accuracies}
+
+
+def test_compare_curves_are_each_optimizer_trained_alone() -> None:
+    result = tune.compare(_train_curves, {"sgd": {"learning_rate": 0.1},
+                                          "adam-fast": {"name": "adam", "learning_rate": 1e-2}},
+                          seeds=(0, 1), target_loss=0.3)
+    assert set(result) == {"sgd", "adam-fast"}
+    for label, tx in [("sgd", jadam.sgd(0.1)), ("adam-fast", jadam.adam(1e-2))]:
+        entry = result[label]
+        assert entry["curves"]["loss"].shape == (2, 40)
+        for i, seed in enumerate((0, 1)):
+            alone = jax.jit(lambda s, tx=tx: _train_curves(tx, s))(jnp.int32(seed))
+            np.testing.assert_array_equal(entry["curves"]["loss"][i], alone["loss"])
+        mean, std = entry["final_loss"]
+        assert mean == pytest.approx(np.mean(entry["curves"]["loss"][:, -1]))
+        assert std >= 0
+        assert entry["best_accuracy"] is not None
+        for steps, curve in zip(entry["steps_to_target"], entry["curves"]["loss"], strict=True):
+            if steps is not None:
+                assert curve[steps - 1] <= 0.3
+                assert np.all(curve[:steps - 1] > 0.3)
