@@ -86,8 +86,12 @@ def sweep(
       vectorize: how many runs go side by side under ``jax.vmap``; the rest run one after
         another inside the same program (``jax.lax.map`` with that batch size), so memory
         stays bounded. ``None``: :func:`default_vectorize` for the backend. With 1, each run
-        is bitwise the run ``train_fn`` makes alone; vmapped runs can differ by rounding
-        (batched products and convolutions sum in another order).
+        is bitwise the run ``train_fn`` makes alone. Vmapped runs differ by rounding, as
+        batched products and convolutions sum in another order and training amplifies it:
+        measured on CPU, a small MLP after 30 Adam steps within 1e-5 of each value's scale
+        (``tests/test_tune.py`` checks it), the MNIST example's CNN on the digits after 110
+        steps within 7.7e-4 (training losses) and 2.0e-4 (test loss), with the same test
+        accuracy.
 
     Returns:
       ``{"coords": {name: [value per run]}, "seed": [seed per run], "results": pytree with a
