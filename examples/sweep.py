@@ -87,10 +87,11 @@ def heatmap(accuracy: np.ndarray, xs: list[float], ys: list[float], x_name: str,
     ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
     ax.set_yticks(range(len(ys)), [f"{y:g}" for y in ys])
     ax.set(xlabel=x_name, ylabel=y_name, title=title)
+    middle = (accuracy.min() + accuracy.max()) / 2  # viridis is dark below, light above
     for j in range(len(ys)):
         for i in range(len(xs)):
             ax.text(i, j, f"{100 * accuracy[j, i]:.1f}", ha="center", va="center",
-                    color="white" if accuracy[j, i] < accuracy.max() - 0.1 else "black")
+                    color="white" if accuracy[j, i] < middle else "black")
     fig.colorbar(image, ax=ax, label="test accuracy (%)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
