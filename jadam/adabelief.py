@@ -14,7 +14,7 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import BiasCorrected, ema, mu_nu
+from jadam.rule import BiasCorrected, adam_hyperparams, ema, mu_nu
 
 
 class ScaleByBeliefState(NamedTuple):
@@ -114,9 +114,7 @@ def _adabelief_rule(
     mu_dtype: DTypeLike | None, nu_dtype: DTypeLike | None,
 ) -> AdaBeliefRule:
     hp = {
-        "b1": hyperparams.decay_rate(fn, "b1", b1),
-        "b2": hyperparams.decay_rate(fn, "b2", b2),
-        "eps": hyperparams.scalar(fn, "eps", eps),
+        **adam_hyperparams(fn, b1, b2, eps),
         "eps_root": hyperparams.scalar(fn, "eps_root", eps_root),
     }
     return AdaBeliefRule(hp, mu_nu(fn, mu_dtype, nu_dtype))

@@ -16,7 +16,7 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Moment, Rule, bias_correction, ema, mu_nu
+from jadam.rule import Moment, Rule, adam_hyperparams, bias_correction, ema, mu_nu
 
 
 class ScaleByAdamState(NamedTuple):
@@ -86,9 +86,7 @@ def _adam_rule(
     nu_dtype: DTypeLike | None,
 ) -> AdamRule:
     hp = {
-        "b1": hyperparams.decay_rate(fn, "b1", b1),
-        "b2": hyperparams.decay_rate(fn, "b2", b2),
-        "eps": hyperparams.scalar(fn, "eps", eps),
+        **adam_hyperparams(fn, b1, b2, eps),
         "eps_root": hyperparams.scalar(fn, "eps_root", eps_root),
     }
     moments: tuple[Moment, ...] = mu_nu(fn, mu_dtype, nu_dtype)

@@ -17,7 +17,7 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import BiasCorrected, Moment, ema
+from jadam.rule import BiasCorrected, Moment, adam_hyperparams, ema
 
 #: A partition rule: from a leaf's key path and shape to the axes one block spans (the axes
 #: the second moment averages over); ``()`` gives Adam's one value per parameter.
@@ -224,11 +224,7 @@ def _adam_mini_rule(
     fn: str, b1: Scalar, b2: Scalar, eps: Scalar, partition: Partition,
     mu_dtype: DTypeLike | None, nu_dtype: DTypeLike | None,
 ) -> AdamMiniRule:
-    hp = {
-        "b1": hyperparams.decay_rate(fn, "b1", b1),
-        "b2": hyperparams.decay_rate(fn, "b2", b2),
-        "eps": hyperparams.scalar(fn, "eps", eps),
-    }
+    hp = adam_hyperparams(fn, b1, b2, eps)
     if not callable(partition):
         raise ValueError(
             f"{fn}(partition={partition!r}): partition must be a function of a key path and "

@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import optax
 from jax.typing import DTypeLike
 
-from jadam import hyperparams, layout
+from jadam import layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Rule, ema, mu_nu
+from jadam.rule import Rule, adam_hyperparams, ema, mu_nu
 
 
 class ScaleByAdoptState(NamedTuple):
@@ -137,11 +137,7 @@ def _adopt_rule(
     fn: str, b1: Scalar, b2: Scalar, eps: Scalar, nesterov: bool, use_clipping: bool,
     mu_dtype: DTypeLike | None, nu_dtype: DTypeLike | None,
 ) -> AdoptRule:
-    hp = {
-        "b1": hyperparams.decay_rate(fn, "b1", b1),
-        "b2": hyperparams.decay_rate(fn, "b2", b2),
-        "eps": hyperparams.scalar(fn, "eps", eps),
-    }
+    hp = adam_hyperparams(fn, b1, b2, eps)
     moments = mu_nu(fn, mu_dtype, nu_dtype)
     return AdoptRule(hp, moments, nesterov=bool(nesterov), clipping=bool(use_clipping))
 

@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import optax
 from jax.typing import DTypeLike
 
-from jadam import hyperparams, layout
+from jadam import layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import WEIGHT_DECAY, BiasCorrected, ema, mu_nu
+from jadam.rule import WEIGHT_DECAY, BiasCorrected, adam_hyperparams, ema, mu_nu
 
 
 class ScaleByLambState(NamedTuple):
@@ -128,11 +128,7 @@ def _lamb_rule(
     fn: str, b1: Scalar, b2: Scalar, eps: Scalar, mu_dtype: DTypeLike | None,
     nu_dtype: DTypeLike | None,
 ) -> LambRule:
-    hp = {
-        "b1": hyperparams.decay_rate(fn, "b1", b1),
-        "b2": hyperparams.decay_rate(fn, "b2", b2),
-        "eps": hyperparams.scalar(fn, "eps", eps),
-    }
+    hp = adam_hyperparams(fn, b1, b2, eps)
     return LambRule(hp, mu_nu(fn, mu_dtype, nu_dtype))
 
 

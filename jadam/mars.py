@@ -14,7 +14,7 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Moment, Rule, bias_correction, ema, mu_nu
+from jadam.rule import Moment, Rule, adam_hyperparams, bias_correction, ema, mu_nu
 
 
 class ScaleByMarsState(NamedTuple):
@@ -134,9 +134,7 @@ def _mars_rule(
     nu_dtype: DTypeLike | None,
 ) -> MarsRule:
     hp = {
-        "b1": hyperparams.decay_rate(fn, "b1", b1),
-        "b2": hyperparams.decay_rate(fn, "b2", b2),
-        "eps": hyperparams.scalar(fn, "eps", eps),
+        **adam_hyperparams(fn, b1, b2, eps),
         "gamma": hyperparams.scalar(fn, "gamma", gamma),
     }
     return MarsRule(hp, (*mu_nu(fn, mu_dtype, nu_dtype), Moment("prev_grad")))

@@ -13,7 +13,7 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Rule, bias_correction, ema, mu_nu
+from jadam.rule import Rule, adam_hyperparams, bias_correction, ema, mu_nu
 
 
 class ScaleByNAdamState(NamedTuple):
@@ -86,9 +86,7 @@ def _nadam_rule(
     mu_dtype: DTypeLike | None, nu_dtype: DTypeLike | None,
 ) -> NAdamRule:
     hp = {
-        "b1": hyperparams.decay_rate(fn, "b1", b1),
-        "b2": hyperparams.decay_rate(fn, "b2", b2),
-        "eps": hyperparams.scalar(fn, "eps", eps),
+        **adam_hyperparams(fn, b1, b2, eps),
         "momentum_decay": hyperparams.scalar(fn, "momentum_decay", momentum_decay),
     }
     return NAdamRule(hp, mu_nu(fn, mu_dtype, nu_dtype))

@@ -126,6 +126,15 @@ class BiasCorrected(Rule):
         return {**hp, **bias}, dict(carry)
 
 
+def adam_hyperparams(fn: str, b1: Any, b2: Any, eps: Any) -> dict[str, F32]:
+    """Adam's ``b1`` and ``b2`` (each in [0, 1)) and ``eps`` (>= 0), validated for ``fn``."""
+    return {
+        "b1": hyperparams.decay_rate(fn, "b1", b1),
+        "b2": hyperparams.decay_rate(fn, "b2", b2),
+        "eps": hyperparams.scalar(fn, "eps", eps),
+    }
+
+
 def mu_nu(
     fn: str, mu_dtype: Any, nu_dtype: Any, *, nu_init: float = 0.0
 ) -> tuple[Moment, Moment]:

@@ -17,7 +17,7 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import WEIGHT_DECAY, Moment, Rule, bias_correction, ema
+from jadam.rule import WEIGHT_DECAY, Moment, Rule, adam_hyperparams, bias_correction, ema
 
 
 class ScaleByScheduleFreeState(NamedTuple):
@@ -158,9 +158,7 @@ def schedule_free_adamw(
     """
     fn = "jadam.schedule_free_adamw"
     hp = {
-        "b1": hyperparams.decay_rate(fn, "b1", b1),
-        "b2": hyperparams.decay_rate(fn, "b2", b2),
-        "eps": hyperparams.scalar(fn, "eps", eps),
+        **adam_hyperparams(fn, b1, b2, eps),
         "weight_lr_power": hyperparams.scalar(fn, "weight_lr_power", weight_lr_power),
     }
     try:

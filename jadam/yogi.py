@@ -14,7 +14,7 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Rule, ema, mu_nu
+from jadam.rule import Rule, adam_hyperparams, ema, mu_nu
 
 
 class ScaleByYogiState(NamedTuple):
@@ -107,11 +107,7 @@ def _yogi_rule(
     fn: str, b1: Scalar, b2: Scalar, eps: Scalar, initial_accumulator_value: float,
     mu_dtype: DTypeLike | None, nu_dtype: DTypeLike | None,
 ) -> YogiRule:
-    hp = {
-        "b1": hyperparams.decay_rate(fn, "b1", b1),
-        "b2": hyperparams.decay_rate(fn, "b2", b2),
-        "eps": hyperparams.scalar(fn, "eps", eps),
-    }
+    hp = adam_hyperparams(fn, b1, b2, eps)
     initial = float(hyperparams.scalar(fn, "initial_accumulator_value", initial_accumulator_value))
     return YogiRule(hp, mu_nu(fn, mu_dtype, nu_dtype, nu_init=initial))
 
