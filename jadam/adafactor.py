@@ -84,9 +84,10 @@ class AdafactorRule(Rule):
         g2 = g * g
         new = dict(state)
         if _factored(g.shape):
-            v_row = (1 - w) * state["v_row"] + w * jnp.mean(g2, axis=-1)
-            v_col = (1 - w) * state["v_col"] + w * jnp.mean(g2, axis=-2)
-            row_mean = jnp.mean(v_row, axis=-1, keepdims=True)
+            # Means over rows and columns (over none: 0, not NaN, for an empty array).
+            v_row = (1 - w) * state["v_row"] + w * jnp.sum(g2, axis=-1) / max(g.shape[-1], 1)
+            v_col = (1 - w) * state["v_col"] + w * jnp.sum(g2, axis=-2) / max(g.shape[-2], 1)
+            row_mean = jnp.sum(v_row, axis=-1, keepdims=True) / max(v_row.shape[-1], 1)
             variance = (v_row[..., :, None] * v_col[..., None, :]) / jnp.maximum(
                 row_mean, eps1
             )[..., None]

@@ -564,9 +564,13 @@ class Adafactor:
         beta2 = 1 - t**self.beta2_decay
         new = dict(state)
         if g.ndim >= 2:
-            r = beta2 * state["v_row"] + (1 - beta2) * np.mean(g * g, axis=-1)
-            c = beta2 * state["v_col"] + (1 - beta2) * np.mean(g * g, axis=-2)
-            denom = np.maximum(np.mean(r, axis=-1), self.eps1)[..., None, None]
+            # Row and column means; a mean over nothing is taken as 0.
+            r = beta2 * state["v_row"] + (1 - beta2) * np.sum(g * g, axis=-1) / max(
+                g.shape[-1], 1)
+            c = beta2 * state["v_col"] + (1 - beta2) * np.sum(g * g, axis=-2) / max(
+                g.shape[-2], 1)
+            row_mean = np.sum(r, axis=-1) / max(r.shape[-1], 1)
+            denom = np.maximum(row_mean, self.eps1)[..., None, None]
             v_hat = r[..., :, None] * c[..., None, :] / denom
             new.update(v_row=r, v_col=c)
         else:

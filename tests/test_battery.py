@@ -250,6 +250,7 @@ def test_edge_trees_pass_through(case: Case) -> None:
         updates, state = jax.jit(tx.update)(grads, state, params)
         chex.assert_trees_all_equal_shapes_and_dtypes(updates, params)
         chex.assert_tree_all_finite(updates)
+        chex.assert_tree_all_finite(state)
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids)
