@@ -57,6 +57,7 @@ class Config:
 
     optimizer: str = "adam"
     learning_rate: float | None = None
+    state: str = "plain"
     epochs: int | None = None
     batch_size: int = 64
     seed: int = 0
@@ -154,7 +155,13 @@ class Trainer:
         self.batch_sharding = NamedSharding(self.mesh, P("data"))
         model = CNN(image_shape, num_classes, rngs=nnx.Rngs(config.seed))
         self.graphdef, params = nnx.split(model, nnx.Param)
-        self.tx = tx if tx is not None else make_optimizer(config.optimizer, config.learning_rate)
+        if tx is None:
+            tx = make_optimizer(config.optimizer, config.learning_rate)
+            if config.state in ("packed", "packed-8bit"):
+                tx = jadam.packed(tx)
+            if config.state in ("8bit", "packed-8bit"):
+                tx = jadam.quantized(tx)
+        self.tx = tx
         self.params = jax.device_put(params, self.replicated)
         self.opt_state = jax.device_put(self.tx.init(self.params), self.replicated)
         self._train = jax.jit(
@@ -449,6 +456,11 @@ def parse_args(argv: list[str] | None = None) -> Config:
                         help="any optimizer in jadam.optimizers")
     parser.add_argument("--learning-rate", type=float, default=None,
                         help="the optimizer's learning rate (default: its own default)")
+    parser.add_argument("--state", default="plain",
+                        choices=["plain", "packed", "8bit", "packed-8bit"],
+                        help="how the optimizer keeps its state: one array per parameter, "
+                             "small ones packed (jadam.packed), 8-bit moments "
+                             "(jadam.quantized), or both")
     parser.add_argument("--epochs", type=int, default=None,
                         help="passes over the training set (default: 40 for digits, 3 else)")
     parser.add_argument("--batch-size", type=int, default=64,

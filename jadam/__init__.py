@@ -18,9 +18,12 @@ from jadam.ademamix import ScaleByAdEMAMixState, ademamix, scale_by_ademamix
 from jadam.adopt import ScaleByAdoptState, adopt, scale_by_adopt
 from jadam.cautious import cautious, cautious_adamw, cautious_lion
 from jadam.lamb import ScaleByLambState, lamb, scale_by_lamb
+from jadam.layout import PackedState
 from jadam.lion import ScaleByLionState, lion, scale_by_lion
 from jadam.mars import ScaleByMarsState, mars, scale_by_mars
 from jadam.nadam import ScaleByNAdamState, nadam, nadamw, scale_by_nadam
+from jadam.packing import Packed, PackIndex, pack, packed, unpack
+from jadam.quantize import Quantized, quantized
 from jadam.radam import ScaleByRAdamState, radam, scale_by_radam
 from jadam.registry import OptimizerInfo, optimizers
 from jadam.rmsprop import ScaleByRMSpropState, rmsprop, scale_by_rmsprop
@@ -36,6 +39,10 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "OptimizerInfo",
+    "PackIndex",
+    "Packed",
+    "PackedState",
+    "Quantized",
     "ScaleByAdEMAMixState",
     "ScaleByAdadeltaState",
     "ScaleByAdafactorState",
@@ -77,6 +84,9 @@ __all__ = [
     "nadam",
     "nadamw",
     "optimizers",
+    "pack",
+    "packed",
+    "quantized",
     "radam",
     "rmsprop",
     "scale_by_adabelief",
@@ -100,5 +110,6 @@ __all__ = [
     "schedule_free_eval_params",
     "sgd",
     "tune",
+    "unpack",
     "yogi",
 ]

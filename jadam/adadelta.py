@@ -96,7 +96,8 @@ def _adadelta_rule(fn: str, rho: Scalar, eps: Scalar) -> AdadeltaRule:
         "rho": hyperparams.scalar(fn, "rho", rho, high=1.0, low_open=True, high_open=True),
         "eps": hyperparams.scalar(fn, "eps", eps),
     }
-    return AdadeltaRule(hp, (Moment("square_avg"), Moment("acc_delta")))
+    moments = (Moment("square_avg", nonnegative=True), Moment("acc_delta", nonnegative=True))
+    return AdadeltaRule(hp, moments)
 
 
 def scale_by_adadelta(

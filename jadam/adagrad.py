@@ -104,7 +104,7 @@ def _adagrad_rule(
         "eps": hyperparams.scalar(fn, "eps", eps),
     }
     initial = float(hyperparams.scalar(fn, "initial_accumulator_value", initial_accumulator_value))
-    return AdagradRule(hp, (Moment("sum", init=initial),))
+    return AdagradRule(hp, (Moment("sum", init=initial, nonnegative=True),))
 
 
 def scale_by_adagrad(

@@ -232,7 +232,7 @@ def _adam_mini_rule(
         )
     moments = (
         Moment("mu", hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)),
-        Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype)),
+        Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype), nonnegative=True),
     )
     return AdamMiniRule(hp, moments, partition=partition, fn=fn)
 

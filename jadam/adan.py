@@ -70,9 +70,12 @@ class AdanRule(Rule):
         )
         if WEIGHT_DECAY in s:
             # theta <- (theta - lr * u) / (1 + lr * wd), as -lr * (u + wd * theta) / (1 + lr wd).
+            # Multiplied by the reciprocal: XLA rewrites an array divided by a scalar that way
+            # but divides a 0-d array exactly, so a division would round differently for
+            # scalar leaves than for the same numbers in a larger (or packed) array.
             assert p is not None
             wd = s[WEIGHT_DECAY]
-            direction = (direction + wd * p) / (1 + s[LEARNING_RATE] * wd)
+            direction = (direction + wd * p) * (1 / (1 + s[LEARNING_RATE] * wd))
         return direction, {"mu": mu, "mu_diff": mu_diff, "nu": nu, "prev_grad": g}
 
 
@@ -162,7 +165,7 @@ def _adan_rule(
     moments = (
         Moment("mu", mu),
         Moment("mu_diff", mu),
-        Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype)),
+        Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype), nonnegative=True),
         Moment("prev_grad"),
     )
     return AdanRule(hp, moments, proximal=bool(proximal))

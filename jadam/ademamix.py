@@ -169,7 +169,7 @@ def _ademamix_rule(
     moments = (
         Moment("mu", mu),
         Moment("mu_slow", mu),
-        Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype)),
+        Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype), nonnegative=True),
     )
     return AdEMAMixRule(
         hp, moments,

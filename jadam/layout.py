@@ -24,15 +24,17 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jadam import hyperparams
+from jadam import hyperparams, packing, quantize
 from jadam.hyperparams import F32, Schedule
+from jadam.packing import Packed, PackIndex
+from jadam.quantize import Quantized
 from jadam.rule import LEARNING_RATE as _LR
 from jadam.rule import WEIGHT_DECAY as _DECAY
 from jadam.rule import Moment, Rule, cast_scalars
@@ -62,6 +64,8 @@ def per_leaf(
     mask: Mask | None = None,
     maximize: bool = False,
     cautious: bool = False,
+    packing_min_size: int | None = None,
+    quantize_min_size: int | None = None,
 ) -> Transformation:
     """Applies ``rule`` to each leaf of a pytree.
 
@@ -77,13 +81,20 @@ def per_leaf(
       maximize: ascend rather than descend.
       cautious: zero the direction where its sign disagrees with the gradient's and rescale
         the rest, as in :func:`jadam.cautious`.
+      packing_min_size: keep the state of leaves smaller than this many elements packed, as
+        in :func:`jadam.packed`; ``None`` for one state array per leaf.
+      quantize_min_size: store moment arrays (or packed buffers) of at least this many
+        elements in 8 bits, as in :func:`jadam.quantized`; ``None`` to keep their dtypes.
 
     Returns:
-      A :class:`Transformation` whose state is ``rule.state_type``.
+      A :class:`Transformation` whose state is ``rule.state_type``, or a :class:`PackedState`
+      around it when packed.
     """
     decays = weight_decay is not None and not hyperparams.is_zero(weight_decay)
     if learning_rate is None and (rule.takes_learning_rate or (decays and decoupled)):
         raise ValueError(f"{fn}: needs a learning rate")
+    if packing_min_size is not None:
+        _check_packable(fn, rule, cautious)
 
     def init(params: optax.Params) -> Any:
         for path, p in jax.tree_util.tree_leaves_with_path(params):
@@ -97,7 +108,27 @@ def per_leaf(
             for i, m in enumerate(rule.moments)
         }
         carry = {k: jnp.asarray(v, jnp.float32) for k, v in rule.carry_init().items()}
-        return rule.state_type(count=jnp.zeros([], jnp.int32), **moments, **carry)
+        if packing_min_size is None:
+            if quantize_min_size is not None:
+                moments = {k: _quantize_tree(rule, i, v, quantize_min_size)
+                           for i, (k, v) in enumerate(moments.items())}
+            return rule.state_type(count=jnp.zeros([], jnp.int32), **moments, **carry)
+        leaves, treedef = jax.tree.flatten(params)
+        decay_leaf = (_decay_mask(fn, treedef, params, params, mask) if decays
+                      else [False] * len(leaves))
+        flat_moments = {k: treedef.flatten_up_to(v) for k, v in moments.items()}
+
+        def group(i: int) -> Any:
+            # Leaves share a buffer when they are computed alike: same moment dtypes, same decay.
+            return tuple(jnp.result_type(v[i]) for v in flat_moments.values()), decay_leaf[i]
+
+        plan = packing.make_plan(leaves, treedef, min_size=packing_min_size, key=group)
+        packed = {k: packing.pack_leaves(plan, v) for k, v in flat_moments.items()}
+        if quantize_min_size is not None:
+            packed = {k: _quantize_packed(rule.moments[i], v, quantize_min_size)
+                      for i, (k, v) in enumerate(packed.items())}
+        inner = rule.state_type(count=jnp.zeros([], jnp.int32), **packed, **carry)
+        return PackedState(inner, PackIndex.of(plan))
 
     def update(
         updates: optax.Updates,
@@ -106,6 +137,14 @@ def per_leaf(
         **extra_args: Any,
     ) -> tuple[optax.Updates, Any]:
         del extra_args
+        index = None
+        if packing_min_size is not None:
+            if not isinstance(state, PackedState):
+                raise TypeError(
+                    f"{fn}: update() got a state of type {type(state).__name__}, not the "
+                    "PackedState that this packed optimizer's init() returns"
+                )
+            state, index = state
         if not isinstance(state, rule.state_type):
             raise TypeError(
                 f"{fn}: update() got a state of type {type(state).__name__}, not the "
@@ -121,8 +160,12 @@ def per_leaf(
         flat, treedef = jax.tree_util.tree_flatten_with_path(updates)
         paths = [path for path, _ in flat]
         grads = [g for _, g in flat]
-        moments = {m.name: _flatten_as(fn, treedef, getattr(state, m.name), f"state.{m.name}")
-                   for m in rule.moments}
+        if index is None:
+            moments = {m.name: _flatten_as(fn, treedef, getattr(state, m.name),
+                                           f"state.{m.name}") for m in rule.moments}
+        else:
+            _check_plan(fn, index.plan, treedef, paths, grads)
+            moments = {m.name: list(getattr(state, m.name).leaves) for m in rule.moments}
         if params is None:
             if rule.needs_params or decays:
                 raise ValueError(
@@ -147,35 +190,43 @@ def per_leaf(
         if decays:
             step_scalars[_DECAY] = hp["weight_decay"]
 
-        new_updates = []
+        leaf_update = functools.partial(
+            _coded_update, step_scalars=step_scalars, has_lr=learning_rate is not None,
+            decoupled=decoupled, maximize=maximize, cautious=cautious,
+        )
+        new_updates: list[Any] = []
         new_moments: dict[str, list[Any]] = {m.name: [] for m in rule.moments}
         for i, (path, g, p) in enumerate(zip(paths, grads, flat_params, strict=True)):
             state_i = {name: leaves[i] for name, leaves in moments.items()}
             leaf_rule = rule.for_leaf(path, jnp.shape(g))
             _check_leaf(fn, path, g, p, state_i, leaf_rule.moments)
-            u, new = _leaf_update(
-                leaf_rule, step_scalars, g, state_i, p,
-                has_lr=learning_rate is not None,
-                decay=decay_leaf is not None and decay_leaf[i],
-                decoupled=decoupled,
-                maximize=maximize,
-                cautious=cautious,
-            )
+            if index is not None and index.plan.slots[i] is not None:
+                new_updates.append(None)  # filled from its buffer below
+                for name in new_moments:
+                    new_moments[name].append(None)
+                continue
+            u, new = leaf_update(leaf_rule, g=g, state=state_i, p=p,
+                                 decay=decay_leaf is not None and decay_leaf[i])
             new_updates.append(u)
             for name, value in new.items():
                 new_moments[name].append(value)
 
-        new_state = rule.state_type(
-            count=count,
-            **{name: treedef.unflatten(leaves) for name, leaves in new_moments.items()},
-            **carry,
-        )
+        if index is None:
+            moment_trees = {k: treedef.unflatten(v) for k, v in new_moments.items()}
+        else:
+            buffers = _packed_update(rule, leaf_update, index, grads, flat_params, state,
+                                     decay_leaf, new_updates)
+            moment_trees = {k: Packed(buffers[k], tuple(v)) for k, v in new_moments.items()}
+        new_state = rule.state_type(count=count, **moment_trees, **carry)
+        if index is not None:
+            new_state = PackedState(new_state, index)
         return treedef.unflatten(new_updates), new_state
 
     tx = Transformation(init, update)
     tx.recipe = functools.partial(
         per_leaf, rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay,
         decoupled=decoupled, mask=mask, maximize=maximize, cautious=cautious,
+        packing_min_size=packing_min_size, quantize_min_size=quantize_min_size,
     )
     return tx
 
@@ -204,6 +255,134 @@ def optimizer(
         maximize=bool(maximize),
         cautious=cautious,
     )
+
+
+class PackedState(NamedTuple):
+    """The state of a packed optimizer (:func:`jadam.packed`).
+
+    Attributes:
+      inner: the optimizer's own state type, whose moments are :class:`jadam.packing.Packed`:
+        one flat buffer per group of small leaves, and the large leaves as they are.
+      index: where each leaf lives (offsets as int32 scalars, see
+        :class:`jadam.packing.PackIndex`).
+    """
+
+    inner: Any
+    index: PackIndex
+
+    def unpacked(self) -> Any:
+        """The optimizer's own state with every moment as a tree shaped like the parameters,
+        as the unpacked optimizer would hold it (for reading; update() takes the packed one).
+        """
+        treedef = self.index.plan.treedef
+        return self.inner._replace(**{
+            name: treedef.unflatten(packing.unpack_leaves(self.index, value))
+            for name, value in self.inner._asdict().items() if isinstance(value, Packed)
+        })
+
+
+def _packed_update(
+    rule: Rule,
+    leaf_update: Callable[..., tuple[jax.Array, dict[str, jax.Array]]],
+    index: PackIndex,
+    grads: Sequence[jax.Array],
+    params: Sequence[Any],
+    state: Any,
+    decay_leaf: list[bool] | None,
+    updates: list[Any],
+) -> dict[str, tuple[jax.Array, ...]]:
+    """The rule on each buffer of packed leaves at once: gradients (and parameters) are
+    concatenated, the moments are already packed, and each leaf's update is sliced out into
+    ``updates``. Returns each moment's new buffers."""
+    plan = index.plan
+    new: dict[str, list[jax.Array]] = {m.name: [] for m in rule.moments}
+    for group in range(len(plan.sizes)):
+        members = plan.members(group)
+        buffers = {m.name: getattr(state, m.name).buffers[group] for m in rule.moments}
+        wide = any(getattr(x, "dtype", None) == jnp.float64 for x in buffers.values()) or any(
+            jnp.result_type(x) == jnp.float64
+            for i in members for x in (grads[i], params[i]) if x is not None
+        )
+        dtype = jnp.float64 if wide else jnp.float32
+        decay = decay_leaf is not None and decay_leaf[members[0]]
+        g = packing.pack_group(plan, grads, group, dtype)
+        p = None
+        if params[members[0]] is not None and (rule.needs_params or decay):
+            p = packing.pack_group(plan, params, group, dtype)
+        u, moments = leaf_update(rule, g=g, state=buffers, p=p, decay=decay)
+        for name, value in moments.items():
+            new[name].append(value)
+        for i, leaf in zip(members, packing.slice_group(index, u, group), strict=True):
+            out_dtype = jnp.result_type(grads[i] if params[i] is None else params[i])
+            updates[i] = leaf.astype(out_dtype)
+    return {k: tuple(v) for k, v in new.items()}
+
+
+def _coded_update(
+    rule: Rule, *, g: jax.Array, state: dict[str, Any], **kwargs: Any
+) -> tuple[jax.Array, dict[str, Any]]:
+    """:func:`_leaf_update` with 8-bit moments decoded to float32 before the rule and encoded
+    after it."""
+    coded = {m.name: not m.nonnegative for m in rule.moments
+             if isinstance(state[m.name], Quantized)}  # name -> signed map?
+    if not coded:
+        return _leaf_update(rule, g=g, state=state, **kwargs)
+    shape = jnp.shape(g)
+    decoded = {k: quantize.dequantize(v, shape, signed=coded[k]) if k in coded else v
+               for k, v in state.items()}
+    u, new = _leaf_update(rule, g=g, state=decoded, **kwargs)
+    return u, {k: quantize.quantize(v, signed=coded[k]) if k in coded else v
+               for k, v in new.items()}
+
+
+def _quantizable(m: Moment, size: int, min_size: int) -> bool:
+    return m.init != "params" and m.shape is None and size >= min_size
+
+
+def _quantize_tree(rule: Rule, i: int, tree: Any, min_size: int) -> Any:
+    def leaf(path: Any, x: jax.Array) -> Any:
+        m = rule.for_leaf(path, jnp.shape(x)).moments[i]
+        if not _quantizable(m, x.size, min_size):
+            return x
+        return quantize.quantize(x, signed=not m.nonnegative)
+    return jax.tree_util.tree_map_with_path(leaf, tree)
+
+
+def _quantize_packed(m: Moment, value: Packed, min_size: int) -> Packed:
+    def one(x: Any) -> Any:
+        if x is None or not _quantizable(m, x.size, min_size):
+            return x
+        return quantize.quantize(x, signed=not m.nonnegative)
+    return Packed(tuple(one(b) for b in value.buffers), tuple(one(x) for x in value.leaves))
+
+
+def _check_packable(fn: str, rule: Rule, cautious: bool) -> None:
+    if not rule.elementwise or type(rule).for_leaf is not Rule.for_leaf:
+        raise ValueError(
+            f"{fn} cannot be packed: its math reduces over each array (it is not elementwise), "
+            "so leaves cannot share a buffer. Use it unpacked."
+        )
+    if cautious:
+        raise ValueError(
+            f"{fn} cannot be packed with cautious=True: the cautious mask rescales each array "
+            "by its own count of kept entries. Use it unpacked."
+        )
+
+
+def _check_plan(
+    fn: str, plan: packing.Plan, treedef: Any, paths: Sequence[Any], grads: Sequence[Any]
+) -> None:
+    if treedef != plan.treedef:
+        raise ValueError(
+            f"{fn}: the gradients and the packed state have different tree structures.\n"
+            f"  gradients: {treedef}\n  state: {plan.treedef}"
+        )
+    for path, g, shape in zip(paths, grads, plan.shapes, strict=True):
+        if tuple(jnp.shape(g)) != shape:
+            raise ValueError(
+                f"{fn}: the gradient at {_where(path)} has shape {jnp.shape(g)} but the packed "
+                f"state was made for shape {shape} (no broadcasting)"
+            )
 
 
 def _leaf_update(
@@ -292,7 +471,7 @@ def _check_leaf(
     for m in moments:
         expected[f"state.{m.name}"] = (state[m.name], m.shape(shape) if m.shape else shape)
     for what, (x, want) in expected.items():
-        if x is not None and jnp.shape(x) != want:
+        if x is not None and not isinstance(x, Quantized) and jnp.shape(x) != want:
             raise ValueError(
                 f"{fn}: the gradient at {_where(path)} has shape {shape} but the {what} has "
                 f"shape {jnp.shape(x)}, where {want} was expected (no broadcasting)"

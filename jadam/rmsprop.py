@@ -131,7 +131,7 @@ def _rmsprop_rule(
         "eps": hyperparams.scalar(fn, "eps", eps),
         "momentum": hyperparams.scalar(fn, "momentum", momentum),
     }
-    moments = (Moment("nu"),)
+    moments = (Moment("nu", nonnegative=True),)
     if centered:
         moments += (Moment("mu"),)
     if not hyperparams.is_zero(hp["momentum"]):

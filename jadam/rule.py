@@ -50,12 +50,15 @@ class Moment(NamedTuple):
         ``"params"`` for a copy of the parameter (Schedule-Free's base sequence).
       shape: a function from the parameter's shape to the moment's (Adafactor keeps factored
         row and column moments); ``None`` means the parameter's shape.
+      nonnegative: whether the moment is never negative (second moments, accumulators), which
+        lets 8-bit storage (:func:`jadam.quantized`) use all its codes for magnitudes.
     """
 
     name: str
     dtype: DTypeLike | None = None
     init: float | str = 0.0
     shape: Callable[[tuple[int, ...]], tuple[int, ...]] | None = None
+    nonnegative: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +143,8 @@ def mu_nu(
 ) -> tuple[Moment, Moment]:
     """Adam's pair of moments, ``mu`` and ``nu``, with their dtypes validated for ``fn``."""
     return (Moment("mu", hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)),
-            Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype), init=nu_init))
+            Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype), init=nu_init,
+                   nonnegative=True))
 
 
 def ema(previous: jax.Array, value: jax.Array, decay: jax.Array) -> jax.Array:

@@ -17,6 +17,7 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
+from jadam.layout import PackedState
 from jadam.rule import WEIGHT_DECAY, Moment, Rule, adam_hyperparams, bias_correction, ema
 
 
@@ -171,7 +172,7 @@ def schedule_free_adamw(
         )
     moments = (
         Moment("z", hyperparams.float_dtype(fn, "z_dtype", z_dtype), init="params"),
-        Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype)),
+        Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype), nonnegative=True),
     )
     return layout.optimizer(
         ScheduleFreeRule(hp, moments, warmup_steps=warmup), fn=fn, learning_rate=learning_rate,
@@ -198,9 +199,11 @@ def schedule_free_eval_params(
       ValueError: if ``b1`` is 0 (then :math:`y = z` and the average is not recoverable).
     """
     def is_ours(x: Any) -> bool:
-        return isinstance(x, ScaleByScheduleFreeState)
+        return isinstance(x, ScaleByScheduleFreeState | PackedState)
 
     found = [s for s in jax.tree.leaves(state, is_leaf=is_ours) if is_ours(s)]
+    found = [s.unpacked() if isinstance(s, PackedState) else s for s in found]
+    found = [s for s in found if isinstance(s, ScaleByScheduleFreeState)]
     if len(found) != 1:
         raise ValueError(
             "jadam.schedule_free_eval_params: expected a state holding one "

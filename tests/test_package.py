@@ -23,7 +23,9 @@ def test_all_is_the_public_api() -> None:
     directions = [n for n in jadam.__all__ if n.startswith("scale_by_")]
     assert sorted(jadam.__all__) == sorted(
         ["OptimizerInfo", "optimizers", "schedule_free_eval_params", "adam_mini_partition",
-         "cautious", "tune", *jadam.optimizers, *states, *directions]
+         "cautious", "tune", "pack", "unpack", "packed", "Packed", "PackIndex", "PackedState",
+         "quantized", "Quantized",
+         *jadam.optimizers, *states, *directions]
     )
     # Each building block belongs to an optimizer of the registry.
     assert all(n.removeprefix("scale_by_") in jadam.optimizers for n in directions)
