@@ -22,6 +22,7 @@ Contenders (where they apply):
                                  as one buffer, gradients concatenated and updates sliced out.
   jadam.adam, packed params      the parameters packed too (jadam.pack / jadam.unpack in the
                                  model), so the update and apply are one loop over one buffer.
+  jadam.quantized(adam)          8-bit block-wise moments (jadam.quantized).
   torch Adam foreach / fused     torch.optim.Adam(foreach=True) and (fused=True).
 
 Results: ``bench/results/run.json`` and the markdown table ``bench/results/run.md`` (quoted in
@@ -171,7 +172,8 @@ def update_contenders(params: Any, grads: Any, *, packed_params: bool = True) ->
         return build
 
     out = [tx_contender("optax.adam", optax.adam(1e-3)),
-           tx_contender("jadam.adam", jadam.adam(1e-3))]
+           tx_contender("jadam.adam", jadam.adam(1e-3)),
+           tx_contender("jadam.quantized(adam)", jadam.quantized(jadam.adam(1e-3)))]
     if n_leaves > 1:
         out.append(tx_contender("jadam.packed(adam)", jadam.packed(jadam.adam(1e-3))))
         if packed_params:
@@ -247,6 +249,7 @@ def step_contenders(params: Any, loss: Callable[..., jax.Array], batch: tuple) -
     return [build_tx("optax.adam", optax.adam(1e-3)),
             build_tx("jadam.adam", jadam.adam(1e-3)),
             build_tx("jadam.packed(adam)", jadam.packed(jadam.adam(1e-3))),
+            build_tx("jadam.quantized(adam)", jadam.quantized(jadam.adam(1e-3))),
             build_packed_params]
 
 
