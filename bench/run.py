@@ -453,16 +453,17 @@ def main(argv: list[str] | None = None) -> None:
         "optax": optax.__version__, "torch": torch_version, "rounds": args.rounds,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }, "cases": {}}
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     for case in chosen:
         print(case.name, flush=True)
         report["cases"][case.name] = result = run_case(case, args.rounds)
         for cname, r in result["results"].items():
             print(f"    {cname:28s} {r['median_ms']:9.2f} ms  (min {r['min_ms']:.2f})  "
                   f"x optax {r.get('vs optax.adam', float('nan')):.2f}", flush=True)
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(report))
+        # Written after every case, so a long run that is stopped keeps what it measured.
+        out.write_text(json.dumps(report, indent=1) + "\n")
+        out.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
 
 

@@ -172,7 +172,9 @@ def pack(tree: Any, *, min_size: int = MIN_SIZE) -> tuple[Packed, PackIndex]:
 
     Returns ``(packed, index)``: ``packed`` is a pytree of arrays, the one to optimize (any
     optax or jadam optimizer then updates all small leaves at once); ``index`` is passed to
-    the jitted step beside it, and :func:`unpack` rebuilds the tree inside the model.
+    the jitted step as an argument beside it, and :func:`unpack` rebuilds the tree inside the
+    model. Pass ``index`` in rather than closing over it: its offsets are then runtime values
+    and leaves of one shape share one compiled kernel; as constants, every leaf gets its own.
 
     Example:
       >>> import jax, jax.numpy as jnp, jadam
