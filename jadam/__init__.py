@@ -18,12 +18,12 @@ from jadam.ademamix import ScaleByAdEMAMixState, ademamix, scale_by_ademamix
 from jadam.adopt import ScaleByAdoptState, adopt, scale_by_adopt
 from jadam.cautious import cautious, cautious_adamw, cautious_lion
 from jadam.lamb import ScaleByLambState, lamb, scale_by_lamb
-from jadam.layout import PackedState
+from jadam.layout import PackedState, packed, quantized
 from jadam.lion import ScaleByLionState, lion, scale_by_lion
 from jadam.mars import ScaleByMarsState, mars, scale_by_mars
 from jadam.nadam import ScaleByNAdamState, nadam, nadamw, scale_by_nadam
-from jadam.packing import Packed, PackIndex, pack, packed, unpack
-from jadam.quantize import Quantized, quantized
+from jadam.packing import Packed, PackIndex, pack, unpack
+from jadam.quantize import Quantized
 from jadam.radam import ScaleByRAdamState, radam, scale_by_radam
 from jadam.registry import OptimizerInfo, optimizers
 from jadam.rmsprop import ScaleByRMSpropState, rmsprop, scale_by_rmsprop

@@ -18,6 +18,10 @@ depend on the optimizer lives here, once, for every rule:
   (the gradient's when ``params`` is not passed);
 * checks of tree structure, shapes and dtypes, at trace time (free under ``jit``), naming the
   leaf's key path.
+
+Two options change where the state lives, never the math: :func:`packed` keeps the state of
+small leaves in a few flat buffers (:mod:`jadam.packing`) and :func:`quantized` stores moments
+in 8 bits (:mod:`jadam.quantize`); the rule then runs on whole buffers or on decoded arrays.
 """
 
 from __future__ import annotations
@@ -316,6 +320,83 @@ def _packed_update(
             out_dtype = jnp.result_type(grads[i] if params[i] is None else params[i])
             updates[i] = leaf.astype(out_dtype)
     return {k: tuple(v) for k, v in new.items()}
+
+
+def packed(tx: Any, *, min_size: int = packing.MIN_SIZE) -> Any:
+    """The optimizer ``tx`` with its state packed: each named moment of all leaves smaller than
+    ``min_size`` elements is kept in one flat buffer per group, across steps, and the update
+    runs once per buffer instead of once per leaf. The updates are the same, bit for bit.
+
+    Works for every elementwise jadam optimizer (all but LAMB, MARS, Adafactor and Adam-mini,
+    whose math reduces over each array, and cautious variants, which rescale each array; these
+    raise ``ValueError``). The state is a :class:`jadam.PackedState`;
+    ``state.unpacked()`` gives it back as trees shaped like the parameters.
+
+    Leaves are grouped by the dtypes of their moments and by whether weight decay applies to
+    them; leaves sharded over several devices stay unpacked.
+
+    Example:
+      >>> import jax.numpy as jnp, jadam
+      >>> params = {f"layer{i}": jnp.ones(10) for i in range(100)}
+      >>> tx = jadam.packed(jadam.adam(1e-3))
+      >>> state = tx.init(params)
+      >>> state.inner.mu.buffers[0].shape  # 1,000 elements padded to a multiple of 128
+      (1024,)
+
+    Args:
+      tx: a jadam optimizer, such as ``jadam.adamw(1e-3)`` or ``jadam.scale_by_adam()``.
+      min_size: leaves with at least this many elements keep their own state arrays.
+
+    Returns:
+      The packed optimizer, an optax ``GradientTransformationExtraArgs``.
+    """
+    return _with_layout(
+        "jadam.packed", tx, min_size, "packing_min_size",
+        hint=" For other transformations, pack the parameters themselves with jadam.pack, and "
+             "optimize the packed tree.",
+    )
+
+
+
+def quantized(tx: Any, *, min_size: int = quantize.MIN_SIZE) -> Any:
+    """The optimizer ``tx`` with its moments stored in 8 bits, block-wise (Dettmers et al.,
+    2022; see :mod:`jadam.quantize`): Adam's state drops from 8 to about 2.03 bytes per
+    parameter.
+
+    Each moment array of at least ``min_size`` elements is stored as uint8 codes and one
+    float32 scale per 256 elements; moments that are never negative (second moments,
+    accumulators) use the unsigned map, the others the signed one. Smaller arrays, moments
+    that are copies of the parameters (Schedule-Free's ``z``) and factored moments
+    (Adafactor's) keep their dtype. Each step decodes the moments to float32, applies the
+    optimizer's unchanged math, and encodes the result, all in plain ``jnp`` (CPU, GPU and
+    TPU alike). Works with :func:`jadam.packed` (the packed buffers are then quantized), in
+    ``optax.chain`` and under ``jit``/``vmap``.
+
+    Example:
+      >>> import jax.numpy as jnp, jadam
+      >>> tx = jadam.quantized(jadam.adam(1e-3))
+      >>> state = tx.init({"w": jnp.zeros((1024, 1024))})
+      >>> state.mu["w"].codes.dtype, state.mu["w"].codes.shape
+      (dtype('uint8'), (4096, 256))
+
+    Args:
+      tx: a jadam optimizer.
+      min_size: moments with fewer elements stay unquantized.
+    """
+    return _with_layout("jadam.quantized", tx, min_size, "quantize_min_size")
+
+
+def _with_layout(fn: str, tx: Any, min_size: Any, option: str, hint: str = "") -> Any:
+    """``tx`` rebuilt with the layout option ``option=min_size``, both checked for ``fn``."""
+    with_options = getattr(tx, "with_options", None)
+    if with_options is None:
+        raise TypeError(
+            f"{fn}: expected a jadam optimizer (such as jadam.adam(1e-3)), got "
+            f"{type(tx).__name__}.{hint}"
+        )
+    if isinstance(min_size, bool) or not isinstance(min_size, int | np.integer) or min_size < 1:
+        raise ValueError(f"{fn}: min_size must be an integer >= 1, got {min_size!r}")
+    return with_options(**{option: int(min_size)})
 
 
 def _coded_update(

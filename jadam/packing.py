@@ -221,45 +221,5 @@ def _is_split_across_devices(leaf: Any) -> bool:
     return len(sharding.device_set) > 1 and not sharding.is_fully_replicated
 
 
-def packed(tx: Any, *, min_size: int = MIN_SIZE) -> Any:
-    """The optimizer ``tx`` with its state packed: each named moment of all leaves smaller than
-    ``min_size`` elements is kept in one flat buffer per group, across steps, and the update
-    runs once per buffer instead of once per leaf. The updates are the same, bit for bit.
-
-    Works for every elementwise jadam optimizer (all but LAMB, MARS, Adafactor and Adam-mini,
-    whose math reduces over each array, and cautious variants, which rescale each array; these
-    raise ``ValueError``). The state is a :class:`jadam.PackedState`;
-    ``state.unpacked()`` gives it back as trees shaped like the parameters.
-
-    Leaves are grouped by the dtypes of their moments and by whether weight decay applies to
-    them; leaves sharded over several devices stay unpacked.
-
-    Example:
-      >>> import jax.numpy as jnp, jadam
-      >>> params = {f"layer{i}": jnp.ones(10) for i in range(100)}
-      >>> tx = jadam.packed(jadam.adam(1e-3))
-      >>> state = tx.init(params)
-      >>> state.inner.mu.buffers[0].shape  # 1,000 elements padded to a multiple of 128
-      (1024,)
-
-    Args:
-      tx: a jadam optimizer, such as ``jadam.adamw(1e-3)`` or ``jadam.scale_by_adam()``.
-      min_size: leaves with at least this many elements keep their own state arrays.
-
-    Returns:
-      The packed optimizer, an optax ``GradientTransformationExtraArgs``.
-    """
-    with_options = getattr(tx, "with_options", None)
-    if with_options is None:
-        raise TypeError(
-            "jadam.packed: expected a jadam optimizer (such as jadam.adam(1e-3)), got "
-            f"{type(tx).__name__}. For other transformations, pack the parameters themselves "
-            "with jadam.pack, and optimize the packed tree."
-        )
-    if isinstance(min_size, bool) or not isinstance(min_size, int | np.integer) or min_size < 1:
-        raise ValueError(f"jadam.packed: min_size must be an integer >= 1, got {min_size!r}")
-    return with_options(packing_min_size=int(min_size))
-
-
 def _size(shape: Sequence[int]) -> int:
     return int(np.prod(shape, dtype=np.int64))

@@ -32,7 +32,7 @@ Quantization*, ICLR 2022, https://arxiv.org/abs/2110.02861.
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -93,36 +93,3 @@ def dequantize(q: Quantized, shape: tuple[int, ...], *, signed: bool) -> jax.Arr
     values = table[q.codes.astype(jnp.int32)] * q.scales[:, None]
     size = int(np.prod(shape, dtype=np.int64))
     return values.reshape(-1)[:size].reshape(shape)
-
-
-def quantized(tx: Any, *, min_size: int = MIN_SIZE) -> Any:
-    """The optimizer ``tx`` with its moments stored in 8 bits, block-wise (Dettmers et al.,
-    2022; see :mod:`jadam.quantize`): Adam's state drops from 8 to about 2.03 bytes per
-    parameter.
-
-    Each moment array of at least ``min_size`` elements is stored as uint8 codes and one
-    float32 scale per 256 elements; moments that are never negative (second moments,
-    accumulators) use the unsigned map, the others the signed one. Smaller arrays, moments
-    that are copies of the parameters (Schedule-Free's ``z``) and factored moments
-    (Adafactor's) keep their dtype. Each step decodes the moments to float32, applies the
-    optimizer's unchanged math, and encodes the result, all in plain ``jnp`` (CPU, GPU and
-    TPU alike). Works with :func:`jadam.packed` (the packed buffers are then quantized), in
-    ``optax.chain`` and under ``jit``/``vmap``.
-
-    Example:
-      >>> import jax.numpy as jnp, jadam
-      >>> tx = jadam.quantized(jadam.adam(1e-3))
-      >>> state = tx.init({"w": jnp.zeros((1024, 1024))})
-      >>> state.mu["w"].codes.dtype, state.mu["w"].codes.shape
-      (dtype('uint8'), (4096, 256))
-
-    Args:
-      tx: a jadam optimizer.
-      min_size: moments with fewer elements stay unquantized.
-    """
-    with_options = getattr(tx, "with_options", None)
-    if with_options is None:
-        raise TypeError(f"jadam.quantized: expected a jadam optimizer, got {type(tx).__name__}")
-    if isinstance(min_size, bool) or not isinstance(min_size, int | np.integer) or min_size < 1:
-        raise ValueError(f"jadam.quantized: min_size must be an integer >= 1, got {min_size!r}")
-    return with_options(quantize_min_size=int(min_size))
