@@ -25,8 +25,8 @@ intervals whose midpoints, times :math:`10^{-e}`, are the values.
 Encoding finds the nearest code arithmetically (the decade from six comparisons, the interval
 within it by a multiply, then the nearest of that value, its neighbours and zero), with no
 table lookups: on a 2-core CPU, 2.4-3.2x faster than a binary search over the table
-(``jnp.searchsorted``, 8-9 ms against 2.7-3.3 ms for 1M values, three runs). Decoding evaluates the same formula, so the table and the encoder
-cannot disagree.
+(``jnp.searchsorted``, 8-9 ms against 2.7-3.3 ms for 1M values, three runs). Decoding
+evaluates the same formula, so the table and the encoder cannot disagree.
 
 The optimizer's math never sees codes: the layout decodes each quantized moment to float32,
 runs the optimizer's rule, and encodes the new moment (:func:`jadam.quantized`).
