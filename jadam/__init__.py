@@ -18,7 +18,7 @@ from jadam.ademamix import ScaleByAdEMAMixState, ademamix, scale_by_ademamix
 from jadam.adopt import ScaleByAdoptState, adopt, scale_by_adopt
 from jadam.cautious import cautious, cautious_adamw, cautious_lion
 from jadam.lamb import ScaleByLambState, lamb, scale_by_lamb
-from jadam.layout import PackedState, packed, quantized
+from jadam.layout import PackedState, one_pass, packed, quantized
 from jadam.lion import ScaleByLionState, lion, scale_by_lion
 from jadam.mars import ScaleByMarsState, mars, scale_by_mars
 from jadam.nadam import ScaleByNAdamState, nadam, nadamw, scale_by_nadam
@@ -83,6 +83,7 @@ __all__ = [
     "mars",
     "nadam",
     "nadamw",
+    "one_pass",
     "optimizers",
     "pack",
     "packed",

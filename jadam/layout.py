@@ -27,6 +27,8 @@ in 8 bits (:mod:`jadam.quantize`); the rule then runs on whole buffers or on dec
 from __future__ import annotations
 
 import functools
+import os
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -34,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax import lax
 
 from jadam import hyperparams, packing, quantize
 from jadam.hyperparams import F32, Schedule
@@ -70,6 +73,7 @@ def per_leaf(
     cautious: bool = False,
     packing_min_size: int | None = None,
     quantize_min_size: int | None = None,
+    one_pass_min_size: int | None = None,
 ) -> Transformation:
     """Applies ``rule`` to each leaf of a pytree.
 
@@ -89,6 +93,8 @@ def per_leaf(
         in :func:`jadam.packed`; ``None`` for one state array per leaf.
       quantize_min_size: store moment arrays (or packed buffers) of at least this many
         elements in 8 bits, as in :func:`jadam.quantized`; ``None`` to keep their dtypes.
+      one_pass_min_size: for arrays of at least this many elements, compute the update from
+        the old moments, as in :func:`jadam.one_pass`; ``None`` for the plain formula.
 
     Returns:
       A :class:`Transformation` whose state is ``rule.state_type``, or a :class:`PackedState`
@@ -197,6 +203,7 @@ def per_leaf(
         leaf_update = functools.partial(
             _coded_update, step_scalars=step_scalars, has_lr=learning_rate is not None,
             decoupled=decoupled, maximize=maximize, cautious=cautious,
+            one_pass_min_size=one_pass_min_size,
         )
         new_updates: list[Any] = []
         new_moments: dict[str, list[Any]] = {m.name: [] for m in rule.moments}
@@ -231,6 +238,7 @@ def per_leaf(
         per_leaf, rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay,
         decoupled=decoupled, mask=mask, maximize=maximize, cautious=cautious,
         packing_min_size=packing_min_size, quantize_min_size=quantize_min_size,
+        one_pass_min_size=one_pass_min_size,
     )
     return tx
 
@@ -386,6 +394,48 @@ def quantized(tx: Any, *, min_size: int = quantize.MIN_SIZE) -> Any:
     return _with_layout("jadam.quantized", tx, min_size, "quantize_min_size")
 
 
+def one_pass(tx: Any, *, min_size: int = 1 << 20) -> Any:
+    """The optimizer ``tx`` with each large array's update computed from the *old* moments,
+    so that XLA can update the parameter and the moments in one pass over memory.
+
+    An elementwise optimizer must read the parameter, gradient and moments and write the
+    parameter and moments: for Adam in float32, 28 bytes per parameter at least. XLA
+    compiles the plain formula (and optax's) into three loops, one per output, the parameter
+    loop reading the new moments back: about 40 bytes. Here the rule runs twice on the same
+    old inputs, once for the new moments and once, on inputs multiplied by a 1 hidden behind
+    ``lax.optimization_barrier`` (exact; it stops XLA from merging the two), for the update.
+    With ``optax.apply_updates`` in the same jitted step, all three outputs then read only the
+    four inputs, and XLA can fuse them into one loop with three outputs. The values are those
+    of ``tx`` to rounding: in a differently fused loop XLA may contract a multiply and an add
+    into one fused multiply-add where the plain loop does not (1 ulp, seen in tests).
+
+    On CPU, XLA fuses those loops only when the process starts with
+    ``XLA_FLAGS=--xla_backend_extra_options=xla_cpu_use_multi_output_fusion`` (set before
+    JAX's first computation). Without it the duplicated arithmetic makes the step several
+    times *slower*, so on CPU without the flag this returns ``tx`` unchanged, with a warning.
+    Measured on CPU only (``bench/README.md``); GPU and TPU fuse sibling loops by default.
+
+    Args:
+      tx: a jadam optimizer.
+      min_size: arrays with fewer elements keep the plain formula (below about a million
+        elements the loop count matters little).
+    """
+    fused = _with_layout("jadam.one_pass", tx, min_size, "one_pass_min_size")
+    if jax.default_backend() == "cpu" and not _cpu_fuses_siblings():
+        warnings.warn(
+            "jadam.one_pass: XLA:CPU fuses the update into one pass only with "
+            "XLA_FLAGS=--xla_backend_extra_options=xla_cpu_use_multi_output_fusion set "
+            "before JAX starts; without it the update would be slower, so it is left as it "
+            "is.", stacklevel=2,
+        )
+        return tx
+    return fused
+
+
+def _cpu_fuses_siblings() -> bool:
+    return "xla_cpu_use_multi_output_fusion" in os.environ.get("XLA_FLAGS", "")
+
+
 def _with_layout(fn: str, tx: Any, min_size: Any, option: str, hint: str = "") -> Any:
     """``tx`` rebuilt with the layout option ``option=min_size``, both checked for ``fn``."""
     with_options = getattr(tx, "with_options", None)
@@ -400,12 +450,21 @@ def _with_layout(fn: str, tx: Any, min_size: Any, option: str, hint: str = "") -
 
 
 def _coded_update(
-    rule: Rule, *, g: jax.Array, state: dict[str, Any], **kwargs: Any
+    rule: Rule, *, g: jax.Array, state: dict[str, Any], one_pass_min_size: int | None,
+    **kwargs: Any,
 ) -> tuple[jax.Array, dict[str, Any]]:
     """:func:`_leaf_update` with 8-bit moments decoded to float32 before the rule and encoded
-    after it."""
+    after it, or, for a large array under :func:`one_pass`, run twice (see there)."""
     coded = {m.name: not m.nonnegative for m in rule.moments
              if isinstance(state[m.name], Quantized)}  # name -> signed map?
+    if one_pass_min_size is not None and not coded and g.size >= one_pass_min_size:
+        _, new = _leaf_update(rule, g=g, state=state, **kwargs)
+        # The same update from the same old inputs, each times a 1 that XLA cannot see
+        # through: exact, and it keeps XLA from merging this chain back into the one above.
+        p = kwargs.pop("p")
+        g, p, state = jax.tree.map(_times_opaque_one, (g, p, state))
+        update, _ = _leaf_update(rule, g=g, state=state, p=p, **kwargs)
+        return update, new
     if not coded:
         return _leaf_update(rule, g=g, state=state, **kwargs)
     shape = jnp.shape(g)
@@ -414,6 +473,10 @@ def _coded_update(
     u, new = _leaf_update(rule, g=g, state=decoded, **kwargs)
     return u, {k: quantize.quantize(v, signed=coded[k]) if k in coded else v
                for k, v in new.items()}
+
+
+def _times_opaque_one(x: jax.Array) -> jax.Array:
+    return x * lax.optimization_barrier(jnp.ones((), x.dtype))
 
 
 def _quantizable(m: Moment, size: int, min_size: int) -> bool:

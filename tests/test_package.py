@@ -24,7 +24,7 @@ def test_all_is_the_public_api() -> None:
     assert sorted(jadam.__all__) == sorted(
         ["OptimizerInfo", "optimizers", "schedule_free_eval_params", "adam_mini_partition",
          "cautious", "tune", "pack", "unpack", "packed", "Packed", "PackIndex", "PackedState",
-         "quantized", "Quantized",
+         "quantized", "Quantized", "one_pass",
          *jadam.optimizers, *states, *directions]
     )
     # Each building block belongs to an optimizer of the registry.
