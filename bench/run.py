@@ -22,7 +22,10 @@ Contenders (where they apply):
                                  as one buffer, gradients concatenated and updates sliced out.
   jadam.adam, packed params      the parameters packed too (jadam.pack / jadam.unpack in the
                                  model), so the update and apply are one loop over one buffer.
-  jadam.quantized(adam)          8-bit block-wise moments (jadam.quantized).
+  jadam.quantized(adam)          8-bit block-wise moments (jadam.quantized), where a leaf
+                                 has at least 4,096 elements.
+  jadam.one_pass(adam)           with --fuse (XLA:CPU multi-output fusion for the whole
+                                 process, every contender): the update from the old moments.
   torch Adam foreach / fused     torch.optim.Adam(foreach=True) and (fused=True).
 
 Results: ``bench/results/run.json`` and the markdown table ``bench/results/run.md`` (quoted in
@@ -172,14 +175,21 @@ def update_contenders(params: Any, grads: Any, *, packed_params: bool = True) ->
         return build
 
     out = [tx_contender("optax.adam", optax.adam(1e-3)),
-           tx_contender("jadam.adam", jadam.adam(1e-3)),
-           tx_contender("jadam.quantized(adam)", jadam.quantized(jadam.adam(1e-3)))]
+           tx_contender("jadam.adam", jadam.adam(1e-3))]
+    if any(x.size >= jadam.quantize.MIN_SIZE for x in jax.tree.leaves(params)):
+        out.append(tx_contender("jadam.quantized(adam)", jadam.quantized(jadam.adam(1e-3))))
+    if _fuses():
+        out.append(tx_contender("jadam.one_pass(adam)", jadam.one_pass(jadam.adam(1e-3))))
     if n_leaves > 1:
         out.append(tx_contender("jadam.packed(adam)", jadam.packed(jadam.adam(1e-3))))
         if packed_params:
             out.append(tx_contender("jadam.adam, packed params", jadam.adam(1e-3), pack=True))
     out += torch_contenders(params, grads)
     return out
+
+
+def _fuses() -> bool:
+    return "xla_cpu_use_multi_output_fusion" in os.environ.get("XLA_FLAGS", "")
 
 
 def torch_contenders(params: Any, grads: Any) -> list:
@@ -434,8 +444,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="run only cases whose name contains one of these words")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
-    parser.add_argument("--out", default=str(RESULTS / "run.json"))
+    parser.add_argument("--out", default=None,
+                        help="default: bench/results/run.json, or run-fused.json with --fuse")
+    parser.add_argument("--fuse", action="store_true",
+                        help="start XLA:CPU with multi-output fusion (XLA_FLAGS), for every "
+                             "contender, and add jadam.one_pass(adam)")
     args = parser.parse_args(argv)
+    if args.fuse:  # before JAX's first computation, or XLA ignores it
+        flag = "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion"
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+    if args.out is None:
+        args.out = str(RESULTS / ("run-fused.json" if args.fuse else "run.json"))
     if args.list:
         print("\n".join(c.name for c in CASES))
         return
