@@ -359,7 +359,7 @@ def _step_case(name: str, make: Callable[[], tuple], steps: int = 5) -> Case:
 
 
 # Leaf shapes of the many-leaf cases: a few shapes repeated, as layers of a network repeat.
-_K1 = [(32, 32), (32,), (24, 40), (40,), (64, 16), (16,), (1000,), (1096,)]  # 1,000 avg
+_K1 = [(32, 32), (32,), (40, 40), (40,), (64, 16), (16,), (1000,), (3264,)]  # 1,000 avg
 _K01 = [(10, 10), (100,), (5, 20), (20, 5), (98,), (102,)]  # 100 avg
 
 CASES = [
