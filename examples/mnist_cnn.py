@@ -27,6 +27,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import pathlib
 import sys
 import time
@@ -396,7 +397,13 @@ def train_and_evaluate(config: Config, dataset: datasets.Dataset,
     if config.save_params:
         flat = {jax.tree_util.keystr(path): np.asarray(x)
                 for path, x in jax.tree_util.tree_leaves_with_path(trainer.params)}
-        np.savez(config.save_params, **flat)
+        # Written whole or not at all: into a temporary file, then renamed over the target.
+        partial = f"{config.save_params}.partial"
+        with open(partial, "wb") as f:
+            np.savez(f, **flat)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, config.save_params)
     if config.plot and history:
         plot(history, config.plot, title=f"{config.optimizer} on {dataset.name}")
     timed = [h for h in history if h["epoch"] >= first]

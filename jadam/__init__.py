@@ -5,7 +5,7 @@ Optimizers are optax ``GradientTransformation`` s: ``state = tx.init(params)``, 
 ``optax.MultiSteps``, optax's clipping, schedules and masks, and ``flax.nnx.Optimizer``.
 """
 
-from jadam import tune
+from jadam import checkpoint, tune
 from jadam.adabelief import ScaleByBeliefState, adabelief, scale_by_adabelief
 from jadam.adadelta import ScaleByAdadeltaState, adadelta, scale_by_adadelta
 from jadam.adafactor import ScaleByAdafactorState, adafactor
@@ -22,6 +22,7 @@ from jadam.layout import PackedState, one_pass, packed, quantized
 from jadam.lion import ScaleByLionState, lion, scale_by_lion
 from jadam.mars import ScaleByMarsState, mars, scale_by_mars
 from jadam.nadam import ScaleByNAdamState, nadam, nadamw, scale_by_nadam
+from jadam.nonfinite import SkipNonfiniteState, skip_nonfinite
 from jadam.packing import Packed, PackIndex, pack, unpack
 from jadam.quantize import Quantized
 from jadam.radam import ScaleByRAdamState, radam, scale_by_radam
@@ -62,6 +63,7 @@ __all__ = [
     "ScaleBySGDState",
     "ScaleByScheduleFreeState",
     "ScaleByYogiState",
+    "SkipNonfiniteState",
     "adabelief",
     "adadelta",
     "adafactor",
@@ -78,6 +80,7 @@ __all__ = [
     "cautious",
     "cautious_adamw",
     "cautious_lion",
+    "checkpoint",
     "lamb",
     "lion",
     "mars",
@@ -110,6 +113,7 @@ __all__ = [
     "schedule_free_adamw",
     "schedule_free_eval_params",
     "sgd",
+    "skip_nonfinite",
     "tune",
     "unpack",
     "yogi",

@@ -131,9 +131,21 @@ def scalar_or_schedule(
 
 
 def value_at(value: F32 | Schedule, count: jax.Array) -> jax.Array:
-    """The float32 value of a fixed hyperparameter or of a schedule at ``count``."""
+    """The float32 value of a fixed hyperparameter or of a schedule at ``count``.
+
+    A schedule's value cannot be checked when the optimizer is built, and an error cannot be
+    raised from inside a compiled step. A value that is negative or NaN (all schedulable
+    hyperparameters, the learning rate and the weight decay, must be >= 0) becomes NaN: the
+    updates of that step are NaN, which :func:`jadam.skip_nonfinite` skips and any loss curve
+    shows, rather than a silent step uphill. An infinite value is passed on as it is.
+    """
     if _is_schedule(value):
-        return jnp.asarray(value(count)).astype(jnp.float32)
+        v = jnp.asarray(value(count)).astype(jnp.float32)
+        if jnp.shape(v) != ():
+            raise ValueError(
+                f"a schedule must return a scalar, got an array of shape {jnp.shape(v)}"
+            )
+        return jnp.where(v >= 0, v, jnp.float32(jnp.nan))
     return jnp.asarray(value, dtype=jnp.float32)
 
 

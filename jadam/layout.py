@@ -162,7 +162,8 @@ def per_leaf(
                 "made by another optimizer, or restored from a checkpoint without a template?"
             )
         for m in rule.moments:
-            if getattr(state, m.name) is None:
+            # (A moment of a tree that is None itself is None too.)
+            if getattr(state, m.name) is None and updates is not None:
                 raise TypeError(
                     f"{fn}: the state has no {m.name!r}; it was made by an optimizer with other "
                     "options (such as amsgrad=False). Call init() of this optimizer."
@@ -177,7 +178,7 @@ def per_leaf(
             _check_plan(fn, index.plan, treedef, paths, grads)
             moments = {m.name: list(getattr(state, m.name).leaves) for m in rule.moments}
         if params is None:
-            if rule.needs_params or decays:
+            if (rule.needs_params or decays) and treedef.num_leaves:
                 raise ValueError(
                     f"{fn}: update() needs params (pass tx.update(grads, state, params))"
                 )
@@ -571,7 +572,18 @@ def _leaf_update(
         else:
             direction = -s[_LR] * direction
     out_dtype = g.dtype if p is None else p.dtype
-    return direction.astype(out_dtype), {k: new[k].astype(v.dtype) for k, v in state.items()}
+    return direction.astype(out_dtype), {k: _store(new[k], v.dtype) for k, v in state.items()}
+
+
+def _store(x: jax.Array, dtype: Any) -> jax.Array:
+    """``x`` cast to a moment's storage dtype, saturating where that dtype's range is smaller
+    than the compute dtype's (float16: a squared gradient above 65504 would become inf, and an
+    infinite second moment turns every later update of that entry into 0 or NaN)."""
+    dtype = jnp.dtype(dtype)
+    if jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).max < jnp.finfo(x.dtype).max:
+        top = jnp.asarray(jnp.finfo(dtype).max, x.dtype)
+        x = jnp.clip(x, -top, top)
+    return x.astype(dtype)
 
 
 def cautious_mask(update: jax.Array, g: jax.Array, *, negative: bool) -> jax.Array:
@@ -614,6 +626,16 @@ def _check_leaf(
     expected = {"parameter": (p, shape)}
     for m in moments:
         expected[f"state.{m.name}"] = (state[m.name], m.shape(shape) if m.shape else shape)
+    for m in moments:
+        x = state[m.name]
+        want_dtype = m.dtype if m.dtype is not None else (None if p is None else p.dtype)
+        if (want_dtype is not None and x is not None and not isinstance(x, Quantized)
+                and jnp.result_type(x) != jnp.dtype(want_dtype)):
+            raise TypeError(
+                f"{fn}: state.{m.name} at {_where(path)} has dtype {jnp.result_type(x)}, but "
+                f"this optimizer keeps it in {jnp.dtype(want_dtype)}; was the state made with "
+                "other options (mu_dtype, nu_dtype) or restored into another dtype?"
+            )
     for what, (x, want) in expected.items():
         if x is not None and not isinstance(x, Quantized) and jnp.shape(x) != want:
             raise ValueError(
@@ -626,10 +648,24 @@ def _flatten_as(fn: str, treedef: Any, tree: Any, what: str) -> list[Any]:
     try:
         return treedef.flatten_up_to(tree)
     except (ValueError, TypeError) as e:
+        hint = ""
+        grads_none = _none_paths(treedef.unflatten([0] * treedef.num_leaves))
+        other_none = set(_none_paths(tree))
+        missing = [k for k in grads_none if k not in other_none]
+        if missing:
+            hint = (f"\n  The gradient at {missing[0]} is None where the {what} has an array. "
+                    "Pass a zero gradient, or keep that leaf out of the optimizer with "
+                    "optax.masked or optax.set_to_zero.")
         raise ValueError(
             f"{fn}: the gradients and {what} have different tree structures.\n"
-            f"  gradients: {treedef}\n  {what}: {jax.tree.structure(tree)}"
+            f"  gradients: {treedef}\n  {what}: {jax.tree.structure(tree)}{hint}"
         ) from e
+
+
+def _none_paths(tree: Any) -> list[str]:
+    """Key paths of the ``None`` leaves of ``tree``."""
+    leaves = jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: x is None)
+    return [jax.tree_util.keystr(path) for path, x in leaves if x is None]
 
 
 def _decay_mask(
