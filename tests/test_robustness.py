@@ -324,8 +324,9 @@ def bad_schedule_values_give_nan_not_ascent(name: str) -> None:
 # --- State and checkpoints ---------------------------------------------------------------------
 
 def _continues_bit_identically(name: str, save_restore: Callable[[Any, Any], Any]) -> None:
-    """Three steps, save, restore, three more: bit for bit the six uninterrupted steps."""
-    layouts = [make(name)]
+    """Three steps, save, restore, three more: bit for bit the six uninterrupted steps; plain,
+    8-bit and (where the optimizer allows) packed state."""
+    layouts = [make(name), jadam.quantized(make(name), min_size=4)]
     if name not in UNPACKABLE:
         layouts.append(jadam.packed(make(name)))
     for tx in layouts:
