@@ -72,6 +72,9 @@ class Config:
     save_params: str | None = None
     progress: bool = True
     log_every: int = 0
+    coordinator: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
 
 
 class CNN(nnx.Module):
@@ -145,12 +148,14 @@ class Trainer:
     def __init__(self, config: Config, image_shape: tuple[int, int, int], num_classes: int,
                  tx: optax.GradientTransformation | None = None):
         self.config = config
-        self.mesh = Mesh(np.array(jax.local_devices()), ("data",))
+        # Every device of every process: with several processes (jax.distributed), each feeds
+        # its own devices their slice of every batch, and XLA sums the gradients across all.
+        self.mesh = Mesh(np.array(jax.devices()), ("data",))
         self.devices = self.mesh.size
         if config.batch_size % self.devices:
             raise ValueError(
                 f"--batch-size {config.batch_size} must be a multiple of the {self.devices} "
-                "local devices the batch is split over"
+                "devices the batch is split over"
             )
         self.replicated = NamedSharding(self.mesh, P())
         self.batch_sharding = NamedSharding(self.mesh, P("data"))
@@ -163,8 +168,9 @@ class Trainer:
             if config.state in ("8bit", "packed-8bit"):
                 tx = jadam.quantized(tx)
         self.tx = tx
-        self.params = jax.device_put(params, self.replicated)
-        self.opt_state = jax.device_put(self.tx.init(self.params), self.replicated)
+        self.params = jax.tree.map(lambda x: self.place(x, self.replicated), params)
+        # Inside jit: with several processes, every array lives on devices of all of them.
+        self.opt_state = jax.jit(self.tx.init, out_shardings=self.replicated)(self.params)
         self._train = jax.jit(
             functools.partial(train_step, self.graphdef, self.tx),
             donate_argnums=(0, 1), out_shardings=self.replicated,
@@ -172,8 +178,15 @@ class Trainer:
         self._eval = jax.jit(functools.partial(eval_step, self.graphdef),
                              out_shardings=self.replicated)
 
+    @staticmethod
+    def place(x: Any, sharding: NamedSharding) -> jax.Array:
+        """A global array from a host array that every process holds: each process puts only
+        the slices its own devices need (all of it, for a replicated sharding)."""
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
     def shard(self, *arrays: np.ndarray) -> list[jax.Array]:
-        return [jax.device_put(a, self.batch_sharding) for a in arrays]
+        return [self.place(a, self.batch_sharding) for a in arrays]
 
     def compile(self, image_shape: tuple[int, ...]) -> float:
         """Compiles the training step ahead of the first batch; returns the seconds it took."""
@@ -387,7 +400,7 @@ def train_and_evaluate(config: Config, dataset: datasets.Dataset,
         log(f"epoch {epoch}/{epochs}: train loss {record['train_loss']:.4f}, test loss "
             f"{test_loss:.4f}, test accuracy {100 * test_accuracy:.2f}%, "
             f"{record['images_per_second']:,.0f} images/s")
-        if config.log:
+        if config.log and jax.process_index() == 0:
             with open(config.log, "a") as f:
                 f.write(json.dumps(record) + "\n")
         if checkpoints is not None:
@@ -395,16 +408,21 @@ def train_and_evaluate(config: Config, dataset: datasets.Dataset,
             log(f"saved the checkpoint of epoch {epoch} in {config.checkpoint_dir}")
 
     if config.save_params:
-        flat = {jax.tree_util.keystr(path): np.asarray(x)
+        # Replicated: every device holds all of it; take this process's first copy.
+        flat = {jax.tree_util.keystr(path): np.asarray(x.addressable_data(0))
                 for path, x in jax.tree_util.tree_leaves_with_path(trainer.params)}
+        target = config.save_params
+        if jax.process_count() > 1:  # one file per process, to compare them
+            stem, suffix = os.path.splitext(target)
+            target = f"{stem}.process{jax.process_index()}{suffix}"
         # Written whole or not at all: into a temporary file, then renamed over the target.
-        partial = f"{config.save_params}.partial"
+        partial = f"{target}.partial"
         with open(partial, "wb") as f:
             np.savez(f, **flat)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(partial, config.save_params)
-    if config.plot and history:
+        os.replace(partial, target)
+    if config.plot and history and jax.process_index() == 0:
         plot(history, config.plot, title=f"{config.optimizer} on {dataset.name}")
     timed = [h for h in history if h["epoch"] >= first]
     return {
@@ -496,12 +514,43 @@ def parse_args(argv: list[str] | None = None) -> Config:
                         help="no progress bar")
     parser.add_argument("--log-every", type=int, default=0, metavar="N",
                         help="print the loss every N steps (0: only per epoch)")
+    parser.add_argument("--coordinator", default=os.environ.get("JAX_COORDINATOR_ADDRESS"),
+                        metavar="HOST:PORT",
+                        help="several processes: the address of process 0, which all of them "
+                             "connect to (jax.distributed); default $JAX_COORDINATOR_ADDRESS")
+    parser.add_argument("--num-processes", type=int,
+                        default=_env_int("JAX_NUM_PROCESSES"),
+                        help="several processes: how many (default $JAX_NUM_PROCESSES)")
+    parser.add_argument("--process-id", type=int, default=_env_int("JAX_PROCESS_ID"),
+                        help="several processes: this one's index, 0 to --num-processes - 1 "
+                             "(default $JAX_PROCESS_ID)")
     args = parser.parse_args(argv)
     return Config(**vars(args))
 
 
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else None
+
+
+def start_processes(config: Config) -> None:
+    """Joins the other processes of a multi-process run (``jax.distributed.initialize``),
+    before anything touches a device. On CPUs their collectives go through gloo."""
+    given = [config.coordinator, config.num_processes, config.process_id]
+    if all(v is None for v in given):
+        return
+    if any(v is None for v in given):
+        raise ValueError("several processes need --coordinator, --num-processes and "
+                         "--process-id (or $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES and "
+                         "$JAX_PROCESS_ID) together")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(config.coordinator, num_processes=config.num_processes,
+                               process_id=config.process_id)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = parse_args(argv)
+    start_processes(config)
     dataset, why = datasets.load(
         config.dataset, data_dir=pathlib.Path(config.data_dir) if config.data_dir else None
     )

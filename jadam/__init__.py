@@ -34,6 +34,7 @@ from jadam.schedule_free import (
     schedule_free_eval_params,
 )
 from jadam.sgd import ScaleBySGDState, scale_by_sgd, sgd
+from jadam.sharding import state_shardings
 from jadam.yogi import ScaleByYogiState, scale_by_yogi, yogi
 
 __version__ = "0.1.0.dev0"
@@ -114,6 +115,7 @@ __all__ = [
     "schedule_free_eval_params",
     "sgd",
     "skip_nonfinite",
+    "state_shardings",
     "tune",
     "unpack",
     "yogi",

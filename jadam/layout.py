@@ -487,7 +487,9 @@ def _quantizable(m: Moment, size: int, min_size: int) -> bool:
 def _quantize_tree(rule: Rule, i: int, tree: Any, min_size: int) -> Any:
     def leaf(path: Any, x: jax.Array) -> Any:
         m = rule.for_leaf(path, jnp.shape(x)).moments[i]
-        if not _quantizable(m, x.size, min_size):
+        # Blocks of a flattened array split over devices would straddle the shards; such a
+        # leaf keeps its moments as they are, split like it (as packing leaves it unpacked).
+        if not _quantizable(m, x.size, min_size) or packing.is_split_across_devices(x):
             return x
         return quantize.quantize(x, signed=not m.nonnegative)
     return jax.tree_util.tree_map_with_path(leaf, tree)

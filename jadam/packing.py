@@ -116,7 +116,7 @@ def make_plan(
     slots: list[tuple[int, int] | None] = []
     for i, leaf in enumerate(leaves):
         size = _size(jnp.shape(leaf))
-        if size >= min_size or _is_split_across_devices(leaf):
+        if size >= min_size or is_split_across_devices(leaf):
             slots.append(None)
             continue
         g = groups.setdefault((jnp.result_type(leaf), key(i)), len(groups))
@@ -214,7 +214,9 @@ def _unpack_bwd(index: PackIndex, cotangents: list[jax.Array]) -> tuple[Packed, 
 _unpack.defvjp(_unpack_fwd, _unpack_bwd)
 
 
-def _is_split_across_devices(leaf: Any) -> bool:
+def is_split_across_devices(leaf: Any) -> bool:
+    """Whether a concrete array is split over several devices (not one device, not copies).
+    A tracer cannot tell: under ``jit`` this is False."""
     sharding = getattr(leaf, "sharding", None)
     if sharding is None or isinstance(leaf, jax.core.Tracer):
         return False
