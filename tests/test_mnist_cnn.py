@@ -180,29 +180,45 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_train_as_one(tmp_path: pathlib.Path) -> None:
+def test_two_processes_train_checkpoint_and_resume_as_one(tmp_path: pathlib.Path) -> None:
     """Two real processes joined by jax.distributed on 127.0.0.1 (gloo collectives), two CPU
-    devices each, train the CNN data-parallel for 8 steps, each feeding its own devices their
-    slice of every batch. Their parameters are bit for bit the same, and equal to one process
-    with 4 devices on the same global batches to 1e-5 of each array's largest |value|: gloo
-    sums the four devices' gradients in another order than XLA does within one process
-    (observed 3.1e-7)."""
-    common = ["--epochs", "1", "--batch-size", "32", "--train-size", "256", "--seed", "2"]
-    port = _free_port()
-    env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    procs = [subprocess.Popen(
+    devices each, train the CNN data-parallel, each feeding its own devices their slice of
+    every batch: one epoch (8 steps), a checkpoint written once into the shared directory,
+    then two new processes both resume from it for a second epoch. The two processes end with
+    the same bits, equal to one process with 4 devices running both epochs straight to 1e-5
+    of each array's largest |value|: gloo sums the four devices' gradients in another order
+    than XLA does within one process (observed 3.1e-7 after one epoch)."""
+    common = ["--batch-size", "32", "--train-size", "256", "--seed", "2"]
+    ckpt = tmp_path / "ckpt"
+
+    def two_processes(*args: str) -> list[str]:
+        port = _free_port()
+        procs = [subprocess.Popen(
+            [sys.executable, str(SCRIPT), "--dataset", "digits", "--no-progress", *common,
+             "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+             "--process-id", str(i), "--checkpoint-dir", str(ckpt), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=2"))
+            for i in range(2)]
+        outs = [p.communicate(timeout=300)[0] for p in procs]
+        for p, out in zip(procs, outs, strict=True):
+            assert p.returncode == 0, out[-3000:]
+            assert "4 device(s)" in out
+        return outs
+
+    straight = subprocess.Popen(
         [sys.executable, str(SCRIPT), "--dataset", "digits", "--no-progress", *common,
-         "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i),
-         "--save-params", str(tmp_path / "multi.npz")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        for i in range(2)]
-    single = _run([*common, "--save-params", str(tmp_path / "single.npz")],
-                  XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    outs = [p.communicate(timeout=300)[0] for p in procs]
-    for p, out in zip(procs, outs, strict=True):
-        assert p.returncode == 0, out[-3000:]
-        assert "4 device(s)" in out
-    assert single.returncode == 0, single.stderr[-2000:]
+         "--epochs", "2", "--save-params", str(tmp_path / "single.npz")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=4"))
+    two_processes("--epochs", "1")
+    assert sorted(p.name for p in ckpt.iterdir()) == ["1"]
+    outs = two_processes("--epochs", "2", "--resume", "--save-params",
+                         str(tmp_path / "multi.npz"))
+    assert all("resumed from the checkpoint of epoch 1" in out for out in outs)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["1", "2"]
+    out = straight.communicate(timeout=300)[0]
+    assert straight.returncode == 0, out[-2000:]
     a, b = _params(tmp_path / "multi.process0.npz"), _params(tmp_path / "multi.process1.npz")
     c = _params(tmp_path / "single.npz")
     assert a.keys() == b.keys() == c.keys()
