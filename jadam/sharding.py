@@ -82,25 +82,20 @@ def state_shardings(
     def replicated(x: Any) -> NamedSharding:
         return place(tuple(np.shape(x)), PartitionSpec())
 
-    def per_param(sub: Any) -> Any:
-        """``sub`` has the parameters' tree structure: map its leaves with theirs."""
-        out = []
-        for x, shape, spec in zip(treedef.flatten_up_to(sub), shapes, specs, strict=True):
-            out.append(jax.tree.map(lambda y, shape=shape, spec=spec: place(
-                tuple(np.shape(y)), _derived_spec(tuple(np.shape(y)), shape, spec)), x))
-        return treedef.unflatten(out)
+    def belonging(x: Any, shape: tuple[int, ...], spec: PartitionSpec) -> Any:
+        """The shardings of ``x`` (an array, an 8-bit block pair or None), which belongs to
+        the parameter of ``shape`` placed with ``spec``."""
+        return jax.tree.map(
+            lambda y: place(tuple(np.shape(y)), _derived_spec(tuple(np.shape(y)), shape, spec)),
+            x)
 
     def walk(node: Any) -> Any:
-        if isinstance(node, Packed):
+        if isinstance(node, Packed):  # buffers of several leaves, and the unpacked leaves
             return Packed(tuple(jax.tree.map(replicated, b) for b in node.buffers),
-                          tuple(None if x is None else jax.tree.map(
-                              lambda y, shape=shape, spec=spec: place(
-                                  tuple(np.shape(y)), _derived_spec(tuple(np.shape(y)), shape,
-                                                                    spec)), x)
-                                for x, shape, spec in zip(node.leaves, shapes, specs,
-                                                          strict=True)))
+                          tuple(map(belonging, node.leaves, shapes, specs)))
         if _is_params_like(node, treedef):
-            return per_param(node)
+            return treedef.unflatten(list(map(
+                belonging, treedef.flatten_up_to(node), shapes, specs)))
         children, node_def = jax.tree_util.tree_flatten(
             node, is_leaf=lambda y: y is not node)
         if not children or (len(children) == 1 and children[0] is node):

@@ -34,10 +34,12 @@ PARTITIONINGS = {
 
 
 # Layouts of the state, on Adam: 8-bit blocks (of the leaves of at least 64 elements) and
-# packed buffers (of the leaves under 100 elements: a leaf split over devices stays unpacked).
+# packed buffers (of the leaves under 100 elements: a leaf split over devices stays unpacked);
+# and the wrapper that skips non-finite steps.
 LAYOUTS = {
     "adam-8bit": lambda: jadam.quantized(jadam.adam(1e-3), min_size=64),
     "adam-packed": lambda: jadam.packed(jadam.adam(1e-3), min_size=100),
+    "adam-skip-nonfinite": lambda: jadam.skip_nonfinite(jadam.adam(1e-3)),
 }
 
 

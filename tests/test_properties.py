@@ -79,7 +79,7 @@ def _apply(tx: Any, params: Any, state: Any, grads: Any) -> tuple[Any, Any, Any]
 
 
 @pytest.mark.parametrize("name", sorted(jadam.optimizers))
-@settings(max_examples=8, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=6, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_random_trees_and_hyperparameters(name: str, data: st.DataObject) -> None:
     params = data.draw(trees(), label="params")

@@ -26,7 +26,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # moments and update clipping, Adam-mini's block means, the cautious mask's count): split, they
 # need those sums across devices, an all-reduce, and no other collective.
 REDUCING = {"lamb", "mars", "adafactor", "adam_mini", "cautious_adamw", "cautious_lion"}
-LAYOUTS = ["adam-8bit", "adam-packed"]
+LAYOUTS = ["adam-8bit", "adam-packed", "adam-skip-nonfinite"]
+# Whether any gradient entry is not finite is one boolean over all shards: an all-reduce, exact.
+ALL_REDUCE = REDUCING | {"adam-skip-nonfinite"}
 SPLIT = ["model-rows", "model-cols", "data-model"]
 
 
@@ -47,11 +49,12 @@ NAMES = [*sorted(jadam.optimizers), *LAYOUTS]
 def test_split_parameters_need_no_collective_the_math_does_not(report: dict, name: str) -> None:
     """Parameters split over the model axis (and the data axis): XLA keeps every input's
     sharding for the outputs by itself (no out_shardings given), and the compiled update has
-    no collective, except the all-reduce of the sums the reducing optimizers take."""
+    no collective, except the all-reduce of the sums the reducing optimizers take (and of
+    skip_nonfinite's one boolean)."""
     for part in ["replicated", *SPLIT]:
         r = report[f"{name}/{part}"]
         assert r["shardings_kept"], (part, r)
-        allowed = {"all-reduce"} if name in REDUCING and part != "replicated" else set()
+        allowed = {"all-reduce"} if name in ALL_REDUCE and part != "replicated" else set()
         assert set(r["collectives"]) <= allowed, (part, r["collectives"])
 
 
