@@ -13,6 +13,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -33,13 +34,29 @@ SPLIT = ["model-rows", "model-cols", "data-model"]
 
 
 @pytest.fixture(scope="module")
-def report() -> dict:
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The subprocess's report, made once per test session: it takes about 100 s, and
+    pytest-xdist workers share the parent of their temporary directories, so the first worker
+    to get here makes it and the others wait for its file."""
+    shared = tmp_path_factory.getbasetemp().parent
+    done, lock = shared / "sharding-report.json", shared / "sharding-report.lock"
+    try:
+        os.close(os.open(lock, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        deadline = time.monotonic() + 1500
+        while not done.exists():
+            assert time.monotonic() < deadline, "the other worker's sharding report never came"
+            time.sleep(1)
+        return json.loads(done.read_text())
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
            "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, str(ROOT / "tests" / "sharded_updates.py")],
                          env=env, capture_output=True, text=True, timeout=1200)
+    text = out.stdout.strip().splitlines()[-1] if out.returncode == 0 else "{}"
+    (shared / "sharding-report.partial").write_text(text)
+    (shared / "sharding-report.partial").rename(done)  # the others see it whole or not at all
     assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(text)
 
 
 NAMES = [*sorted(jadam.optimizers), *LAYOUTS]
