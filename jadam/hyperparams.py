@@ -136,8 +136,8 @@ def value_at(value: F32 | Schedule, count: jax.Array) -> jax.Array:
     A schedule's value cannot be checked when the optimizer is built, and an error cannot be
     raised from inside a compiled step. A value that is negative or NaN (all schedulable
     hyperparameters, the learning rate and the weight decay, must be >= 0) becomes NaN: the
-    updates of that step are NaN, which :func:`jadam.skip_nonfinite` skips and any loss curve
-    shows, rather than a silent step uphill. An infinite value is passed on as it is.
+    updates of that step are NaN, which any loss curve shows, rather than a silent step
+    uphill. An infinite value is passed on as it is.
     """
     if _is_schedule(value):
         v = jnp.asarray(value(count)).astype(jnp.float32)

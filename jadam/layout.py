@@ -627,9 +627,8 @@ def _check_leaf(
     shape = jnp.shape(g)
     expected = {"parameter": (p, shape)}
     for m in moments:
-        expected[f"state.{m.name}"] = (state[m.name], m.shape(shape) if m.shape else shape)
-    for m in moments:
         x = state[m.name]
+        expected[f"state.{m.name}"] = (x, m.shape(shape) if m.shape else shape)
         want_dtype = m.dtype if m.dtype is not None else (None if p is None else p.dtype)
         if (want_dtype is not None and x is not None and not isinstance(x, Quantized)
                 and jnp.result_type(x) != jnp.dtype(want_dtype)):
