@@ -48,10 +48,10 @@ def skip_nonfinite(
 
     Args:
       tx: any optax gradient transformation.
-      give_up_after: if set, after this many consecutive skipped steps the next non-finite step
-        is taken as it is, so that a run that cannot recover ends with NaN parameters that
-        every loss curve shows, instead of silently never moving again. ``None`` (default):
-        skip for ever.
+      give_up_after: if set, once this many steps in a row were skipped, non-finite steps
+        are taken as they are until a finite one comes, so that a run that cannot recover
+        ends with NaN parameters that every loss curve shows, instead of silently never
+        moving again. ``None`` (default): skip for ever.
 
     Returns:
       An optax ``GradientTransformationExtraArgs`` with state :class:`SkipNonfiniteState`.
