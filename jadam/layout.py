@@ -406,9 +406,14 @@ def one_pass(tx: Any, *, min_size: int = 1 << 20) -> Any:
     old inputs, once for the new moments and once, on inputs multiplied by a 1 hidden behind
     ``lax.optimization_barrier`` (exact; it stops XLA from merging the two), for the update.
     With ``optax.apply_updates`` in the same jitted step, all three outputs then read only the
-    four inputs, and XLA can fuse them into one loop with three outputs. The values are those
-    of ``tx`` to rounding: in a differently fused loop XLA may contract a multiply and an add
-    into one fused multiply-add where the plain loop does not (1 ulp, seen in tests).
+    four inputs, and XLA can fuse them into one loop with three outputs.
+
+    The arithmetic is that of ``tx``, operation for operation. On a CPU without fused
+    multiply-add (or with ``XLA_FLAGS=--xla_cpu_max_isa=AVX``) the results are bit for bit
+    those of ``tx`` (tested for every optimizer). With FMA, LLVM contracts ``a * b + c * d``
+    into ``fma(a, b, c * d)`` or ``fma(c, d, a * b)`` depending on the order in which the loop
+    loads its inputs, which differs between the fused loop and the plain ones: the moments
+    may then differ by 1 ulp (as ``tx`` itself may differ between two ways of compiling it).
 
     On CPU, XLA fuses those loops only when the process starts with
     ``XLA_FLAGS=--xla_backend_extra_options=xla_cpu_use_multi_output_fusion`` (set before
@@ -462,6 +467,8 @@ def _coded_update(
         _, new = _leaf_update(rule, g=g, state=state, **kwargs)
         # The same update from the same old inputs, each times a 1 that XLA cannot see
         # through: exact, and it keeps XLA from merging this chain back into the one above.
+        # (A barrier around the arrays themselves would do on CPU, but on GPU XLA removes
+        # barriers only after fusion, so the two loops would not look like siblings.)
         p = kwargs.pop("p")
         g, p, state = jax.tree.map(_times_opaque_one, (g, p, state))
         update, _ = _leaf_update(rule, g=g, state=state, p=p, **kwargs)
