@@ -2,6 +2,7 @@
 
     python -m bench                      # everything, about 20 minutes on 2 cores
     python -m bench --cases mlp cnn      # cases whose name contains one of the words
+    python -m bench --fuse --cases 50M --contenders optax one_pass fused   # only these
     python -m bench --list
 
 All contenders of a case run in one process, in rounds: each round times a burst of steps of
@@ -42,6 +43,7 @@ import json
 import os
 import pathlib
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -72,6 +74,12 @@ class Contender:
     compile_s: float | None = None
     state_bytes: int | None = None
     temp_bytes: int | None = None
+
+
+def named(name: str, build: Callable[[], Contender]) -> Callable[[], Contender]:
+    """``build`` labelled with its contender's name, so a run can choose before building."""
+    build.contender = name  # type: ignore[attr-defined]
+    return build
 
 
 @dataclasses.dataclass
@@ -171,7 +179,7 @@ def update_contenders(params: Any, grads: Any) -> list:
             c = _jax_contender(name, step, (p, s), (g,))
             c.state_bytes = _tree_bytes(s)
             return c
-        return build
+        return named(name, build)
 
     out = [tx_contender("optax.adam", optax.adam(1e-3)),
            tx_contender("jadam.adam", jadam.adam(1e-3))]
@@ -215,7 +223,8 @@ def torch_contenders(params: Any, grads: Any) -> list:
                     for t in s.values() if torch.is_tensor(t) and t.dim() > 0)
         return Contender(f"torch Adam {'fused' if fused else 'foreach'}", run, None, state)
 
-    return [lambda: build(False), lambda: build(True)]
+    return [named("torch Adam foreach", lambda: build(False)),
+            named("torch Adam fused", lambda: build(True))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,7 +247,7 @@ def step_contenders(params: Any, loss: Callable[..., jax.Array], batch: tuple) -
             c = _jax_contender(name, step, (p, s), batch)
             c.state_bytes = _tree_bytes(s)
             return c
-        return build
+        return named(name, build)
 
     def build_packed_params() -> Contender:
         tx = jadam.adam(1e-3)
@@ -258,7 +267,7 @@ def step_contenders(params: Any, loss: Callable[..., jax.Array], batch: tuple) -
             build_tx("jadam.adam", jadam.adam(1e-3)),
             build_tx("jadam.packed(adam)", jadam.packed(jadam.adam(1e-3))),
             build_tx("jadam.quantized(adam)", jadam.quantized(jadam.adam(1e-3))),
-            build_packed_params]
+            named("jadam.adam, packed params", build_packed_params)]
 
 
 def residual_mlp(layers: int = 500, width: int = 32, batch: int = 64) -> tuple:
@@ -375,10 +384,12 @@ CASES = [
 # ---------------------------------------------------------------------------------------------
 
 
-def run_case(case: Case, rounds: int) -> dict[str, Any]:
+def run_case(case: Case, rounds: int, only: list[str] | None = None) -> dict[str, Any]:
     n, builders = case.build()
     contenders = []
     for build in builders:
+        if only and not any(w in build.contender for w in only):
+            continue
         c = build()
         print(f"  built {c.name}" + (f" (compile {c.compile_s:.1f} s)" if c.compile_s else ""),
               flush=True)
@@ -414,6 +425,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{meta['jax']}, optax {meta['optax']}, torch {meta['torch'] or 'not installed'}. "
         f"Median and minimum ms per step over {meta['rounds']} interleaved rounds; ratios are "
         "medians over optax.adam's and torch fused's (below 1 is faster).",
+        *([f"Command: `{meta['command']}`."] if meta.get("command") else []),
         "",
         "| case | contender | median ms | min ms | compile s | state B/param | temp MB "
         "| / optax | / torch fused |",
@@ -438,6 +450,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="*", default=[],
                         help="run only cases whose name contains one of these words")
+    parser.add_argument("--contenders", nargs="*", default=[],
+                        help="run only contenders whose name contains one of these words "
+                             "(the others are not built, so they cannot disturb the rest)")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     parser.add_argument("--out", default=None,
@@ -461,18 +476,19 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:
         torch_version = None
     report: dict[str, Any] = {"meta": {
+        "command": "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv),
         "date": datetime.date.today().isoformat(),
         "machine": f"{_cpu_name()}, {os.cpu_count()} cores ({platform.machine()}), "
                    f"backend {jax.default_backend()}",
         "python": platform.python_version(), "jax": jax.__version__,
         "optax": optax.__version__, "torch": torch_version, "rounds": args.rounds,
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""), "contenders": args.contenders,
     }, "cases": {}}
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for case in chosen:
         print(case.name, flush=True)
-        report["cases"][case.name] = result = run_case(case, args.rounds)
+        report["cases"][case.name] = result = run_case(case, args.rounds, args.contenders)
         for cname, r in result["results"].items():
             print(f"    {cname:28s} {r['median_ms']:9.2f} ms  (min {r['min_ms']:.2f})  "
                   f"x optax {r.get('vs optax.adam', float('nan')):.2f}", flush=True)
