@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -31,8 +32,16 @@ def random_tree(rng: np.random.Generator, dtype: Any = np.float32, scale: bool =
 
 
 def gradient_sequence(seed: int, steps: int, dtype: Any = np.float32) -> list[dict]:
+    return list(_gradient_sequence(seed, steps, np.dtype(dtype)))
+
+
+@functools.lru_cache(maxsize=32)
+def _gradient_sequence(seed: int, steps: int, dtype: np.dtype) -> tuple[dict, ...]:
+    # Made once per process: hundreds of tests replay the same 200 steps, and putting 1,000
+    # small arrays on the device costs 0.2 s each time. jax arrays are immutable, so sharing
+    # them is safe.
     rng = np.random.default_rng(seed)
-    return [random_tree(rng, dtype, scale=True) for _ in range(steps)]
+    return tuple(random_tree(rng, dtype, scale=True) for _ in range(steps))
 
 
 def run_jadam(
@@ -75,7 +84,11 @@ def per_step_errors(
     decayed update cancels to nearly zero. Driving the reference from jadam's state keeps rounding
     from accumulating, so this isolates the error of one step's arithmetic.
     """
-    step = jax.jit(tx.update)
+    @jax.jit
+    def step(g: Any, state: Any, params: Any) -> tuple[Any, Any, Any]:
+        updates, state = tx.update(g, state, params)
+        return updates, state, optax.apply_updates(params, updates)
+
     state = tx.init(params)
     # The per-parameter moments: the state fields the reference also keeps per array.
     names = [f for f in state._fields if f in ref.init(np.zeros(()))]
@@ -90,7 +103,7 @@ def per_step_errors(
             size[name][i] = max(size[name][i], np.abs(want).max())
 
     for t, g in enumerate(grads, start=1):
-        updates, new_state = step(g, state, params)
+        updates, new_state, new_params = step(g, state, params)
         flat = [treedef.flatten_up_to(x) for x in (g, params, updates)]
         old = {k: treedef.flatten_up_to(getattr(state, k)) for k in names}
         new = {k: treedef.flatten_up_to(getattr(new_state, k)) for k in names}
@@ -100,8 +113,7 @@ def per_step_errors(
             record("update", i, u_i, want_u)
             for k in names:
                 record(k, i, new[k][i], want_s[k])
-        params = optax.apply_updates(params, updates)
-        state = new_state
+        params, state = new_params, new_state
     return {k: float(np.max(err[k] / np.maximum(size[k], np.finfo(np.float64).tiny))) for k in err}
 
 
