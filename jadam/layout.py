@@ -475,12 +475,80 @@ def _coded_update(
         return update, new
     if not coded:
         return _leaf_update(rule, g=g, state=state, **kwargs)
+    if (2 * _CHUNK <= g.size < 2**31 - _CHUNK and rule.elementwise
+            and type(rule).for_leaf is Rule.for_leaf and not kwargs["cautious"] and _one_cpu()):
+        return _chunked_coded_update(rule, coded, g=g, state=state, **kwargs)
     shape = jnp.shape(g)
     decoded = {k: quantize.dequantize(v, shape, signed=coded[k]) if k in coded else v
                for k, v in state.items()}
     u, new = _leaf_update(rule, g=g, state=decoded, **kwargs)
     return u, {k: quantize.quantize(v, signed=coded[k]) if k in coded else v
                for k, v in new.items()}
+
+
+#: Elements per chunk of a large 8-bit leaf's update on CPU: 1,024 blocks, 1 MB per float32
+#: array (on one 10M leaf, 64 to 4,096 blocks all beat the whole array; 1,024 was fastest).
+_CHUNK = 1024 * quantize.BLOCK
+
+
+def _one_cpu() -> bool:
+    """Whether computations run on one CPU device, where :func:`_chunked_coded_update` pays.
+    (With several devices a state may be split over them, and a loop of dynamic slices would
+    cut across the shards; GPUs and TPUs run the whole-array kernels well.)"""
+    return jax.default_backend() == "cpu" and jax.device_count() == 1
+
+
+def _chunked_coded_update(
+    rule: Rule, coded: dict[str, bool], *, g: jax.Array, state: dict[str, Any],
+    p: jax.Array | None, **kwargs: Any,
+) -> tuple[jax.Array, dict[str, Any]]:
+    """:func:`_coded_update` of an elementwise rule, one chunk of whole blocks at a time in a
+    loop. On the whole array XLA:CPU writes the decoded and the new float32 moments out before
+    encoding them (Adam on one 10M leaf: 239 MB of temporaries; 59 MB chunked); a chunk's
+    stay in cache. The same arithmetic on the same blocks: there 1.8x faster, and bit for bit
+    the same results on a CPU without FMA (``tests/test_quantize.py``)."""
+    shape, n = jnp.shape(g), g.size
+    blocks_per = _CHUNK // quantize.BLOCK
+    chunks = n // _CHUNK
+    flat = {k: jnp.ravel(v) for k, v in state.items() if k not in coded}
+
+    def part(start: Any, size: int, q_start: Any, q_size: int, carry: Any) -> Any:
+        update, codes = carry
+        piece = lambda x: lax.dynamic_slice_in_dim(x, start, size)  # noqa: E731
+        st = {k: piece(v) for k, v in flat.items()}
+        for k, signed in coded.items():
+            q = Quantized(*(lax.dynamic_slice_in_dim(x, q_start, q_size) for x in state[k]))
+            st[k] = quantize.dequantize(q, (size,), signed=signed)
+        u, new = _leaf_update(rule, g=piece(jnp.ravel(g)), state=st,
+                              p=None if p is None else piece(jnp.ravel(p)), **kwargs)
+        update = lax.dynamic_update_slice_in_dim(update, u, start, 0)
+        out = {}
+        for k, v in codes.items():
+            if k in coded:
+                q = quantize.quantize(new[k], signed=coded[k])
+                out[k] = Quantized(*(lax.dynamic_update_slice_in_dim(a, b, q_start, 0)
+                                     for a, b in zip(v, q, strict=True)))
+            else:
+                out[k] = lax.dynamic_update_slice_in_dim(v, new[k], start, 0)
+        return update, out
+
+    out_dtype = g.dtype if p is None else p.dtype
+    # Read from the old state, written into new buffers: a loop that reads and writes the same
+    # buffer makes XLA copy it every iteration.
+    carry = (jnp.zeros(n, out_dtype), {
+        **{k: jnp.zeros_like(v) for k, v in flat.items()},
+        **{k: Quantized(*map(jnp.zeros_like, state[k])) for k in coded}})
+    carry = lax.fori_loop(
+        0, chunks,
+        lambda i, c: part(i * _CHUNK, _CHUNK, i * blocks_per, blocks_per, c), carry)
+    rest = n - chunks * _CHUNK
+    if rest:
+        blocks = state[next(iter(coded))].codes.shape[0]
+        carry = part(chunks * _CHUNK, rest, chunks * blocks_per, blocks - chunks * blocks_per,
+                     carry)
+    update, out = carry
+    return update.reshape(shape), {
+        k: v if k in coded else v.reshape(shape) for k, v in out.items()}
 
 
 def _times_opaque_one(x: jax.Array) -> jax.Array:

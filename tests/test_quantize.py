@@ -3,6 +3,13 @@ decoded moments, and the memory it saves."""
 
 from __future__ import annotations
 
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -180,3 +187,65 @@ def test_errors() -> None:
     for bad in (0, -5, 2.0, False):
         with pytest.raises(ValueError, match="min_size"):
             jadam.quantized(jadam.adam(1e-3), min_size=bad)
+
+
+# Large 8-bit leaves on one CPU are updated a chunk of blocks at a time (jadam.layout._CHUNK,
+# here shrunk to 4 blocks so that small arrays take that path): the same arithmetic as the
+# whole-array update, checked byte for byte with the instruction set capped below FMA (with FMA
+# LLVM may contract a multiply-add differently in the two programs; see jadam.one_pass).
+_CHUNKED = textwrap.dedent("""
+    import json, jax, jax.numpy as jnp, numpy as np, optax, jadam
+    from jadam import layout
+    from tests.optimizers import CASES
+
+    rng = np.random.default_rng(0)
+    def tree(rng):  # 2 chunks and a partial one of 700 (3 blocks, the last padded), and small
+        return {"big": jnp.asarray(rng.standard_normal(2 * 1024 + 700), jnp.float32),
+                "small": jnp.asarray(rng.standard_normal((3, 5)), jnp.float32)}
+    params, grads = tree(rng), [tree(rng) for _ in range(3)]
+    report = {}
+    for case in {c.ctor: c for c in reversed(CASES)}.values():  # one case per constructor
+        tx = jadam.quantized(case.make(), min_size=256)
+        coded = any(isinstance(x, jadam.quantize.Quantized) for x in jax.tree.leaves(
+            tx.init(params), is_leaf=lambda x: isinstance(x, jadam.quantize.Quantized)))
+        try:
+            jadam.packed(case.make())
+            elementwise = True
+        except ValueError:
+            elementwise = False
+        results, loops = [], []
+        for chunk in (4 * 256, 1 << 40):
+            layout._CHUNK = chunk  # read when the step is traced
+            def step(p, s, g, tx=tx):
+                u, s = tx.update(g, s, p)
+                return optax.apply_updates(p, u), s
+            step = jax.jit(step)
+            loops.append(" while(" in step.lower(params, tx.init(params), grads[0])
+                         .compile().as_text())
+            p, s = params, tx.init(params)
+            for g in grads:
+                p, s = step(p, s, g)
+            results.append([np.asarray(x).reshape(-1).view(np.uint8)
+                            for x in jax.tree.leaves((p, s))])
+        report[case.id] = {
+            "chunked": elementwise and coded, "loops": loops,
+            "bytes": sum(int(np.sum(a != b)) for a, b in zip(*results, strict=True))}
+    print(json.dumps(report))
+""")
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the ISA cap is an XLA:CPU flag")
+def test_chunked_update_is_the_whole_array_update_bit_for_bit() -> None:
+    """Every optimizer (one case per constructor), 8-bit, three jitted steps: parameters,
+    codes and scales equal the whole-array update's byte for byte; the elementwise ones with
+    8-bit moments (those that pack) loop over chunks, the others do not."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_cpu_max_isa=AVX"}
+    out = subprocess.run([sys.executable, "-c", _CHUNKED], env=env, capture_output=True,
+                         text=True, timeout=600, cwd=pathlib.Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(report) == len({case.ctor for case in CASES})
+    assert {k: r["bytes"] for k, r in report.items() if r["bytes"]} == {}
+    assert {k: r["loops"] for k, r in report.items()
+            if r["loops"] != [r["chunked"], False]} == {}
+    assert sum(r["chunked"] for r in report.values()) >= 15
