@@ -5,7 +5,7 @@ Optimizers are optax ``GradientTransformation`` s: ``state = tx.init(params)``, 
 ``optax.MultiSteps``, optax's clipping, schedules and masks, and ``flax.nnx.Optimizer``.
 """
 
-from jadam import checkpoint, tune
+from jadam import checkpoint, quantize, tune
 from jadam.adabelief import ScaleByBeliefState, adabelief, scale_by_adabelief
 from jadam.adadelta import ScaleByAdadeltaState, adadelta, scale_by_adadelta
 from jadam.adafactor import ScaleByAdafactorState, adafactor
@@ -24,7 +24,6 @@ from jadam.mars import ScaleByMarsState, mars, scale_by_mars
 from jadam.nadam import ScaleByNAdamState, nadam, nadamw, scale_by_nadam
 from jadam.nonfinite import SkipNonfiniteState, skip_nonfinite
 from jadam.packing import Packed, PackIndex, pack, unpack
-from jadam.quantize import Quantized
 from jadam.radam import ScaleByRAdamState, radam, scale_by_radam
 from jadam.registry import OptimizerInfo, optimizers
 from jadam.rmsprop import ScaleByRMSpropState, rmsprop, scale_by_rmsprop
@@ -44,7 +43,6 @@ __all__ = [
     "PackIndex",
     "Packed",
     "PackedState",
-    "Quantized",
     "ScaleByAdEMAMixState",
     "ScaleByAdadeltaState",
     "ScaleByAdafactorState",
@@ -91,6 +89,7 @@ __all__ = [
     "optimizers",
     "pack",
     "packed",
+    "quantize",
     "quantized",
     "radam",
     "rmsprop",

@@ -22,8 +22,9 @@ from jadam.rule import Moment, Rule
 class ScaleByAdafactorState(NamedTuple):
     """State of :func:`adafactor`: ``count``; for arrays of two or more dimensions ``v_row``
     and ``v_col``, the running means of squared gradients over the last and the second-to-last
-    axis; for the others ``v``, the running squared gradient. The unused fields of a leaf have
-    shape ``(0,)``."""
+    axis; for the others ``v``, the running squared gradient. The unused fields of a leaf are
+    a zero of shape ``(1,)``, as in optax (an array of size 0 would be simpler, but orbax
+    refuses to save one)."""
 
     count: jax.Array
     v_row: optax.Updates
@@ -36,15 +37,15 @@ def _factored(shape: tuple[int, ...]) -> bool:
 
 
 def _row_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return shape[:-1] if _factored(shape) else (0,)
+    return shape[:-1] if _factored(shape) else (1,)
 
 
 def _col_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return (*shape[:-2], shape[-1]) if _factored(shape) else (0,)
+    return (*shape[:-2], shape[-1]) if _factored(shape) else (1,)
 
 
 def _full_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return (0,) if _factored(shape) else shape
+    return (1,) if _factored(shape) else shape
 
 
 def _rms(x: jax.Array) -> jax.Array:
@@ -87,7 +88,9 @@ class AdafactorRule(Rule):
             # Means over rows and columns (over none: 0, not NaN, for an empty array).
             v_row = (1 - w) * state["v_row"] + w * jnp.sum(g2, axis=-1) / max(g.shape[-1], 1)
             v_col = (1 - w) * state["v_col"] + w * jnp.sum(g2, axis=-2) / max(g.shape[-2], 1)
-            row_mean = jnp.sum(v_row, axis=-1, keepdims=True) / max(v_row.shape[-1], 1)
+            # (The sum saturates rather than overflow: an inf row mean would make inf / inf.)
+            row_sum = jnp.minimum(jnp.sum(v_row, axis=-1, keepdims=True), jnp.finfo(g.dtype).max)
+            row_mean = row_sum / max(v_row.shape[-1], 1)
             variance = (v_row[..., :, None] * v_col[..., None, :]) / jnp.maximum(
                 row_mean, eps1
             )[..., None]
@@ -185,9 +188,9 @@ def adafactor(
         hp["eps1"] = hyperparams.scalar(fn, "eps1", eps1)
     dtype = hyperparams.float_dtype(fn, "nu_dtype", nu_dtype)
     moments = (
-        Moment("v_row", dtype, shape=_row_shape),
-        Moment("v_col", dtype, shape=_col_shape),
-        Moment("v", dtype, shape=_full_shape),
+        Moment("v_row", dtype, shape=_row_shape, nonnegative=True),
+        Moment("v_col", dtype, shape=_col_shape, nonnegative=True),
+        Moment("v", dtype, shape=_full_shape, nonnegative=True),
     )
     return layout.optimizer(
         AdafactorRule(hp, moments), fn=fn, learning_rate=learning_rate,

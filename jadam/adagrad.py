@@ -49,7 +49,7 @@ def adagrad(
     learning_rate: ScalarOrSchedule = 1e-2,
     *,
     lr_decay: Scalar = 0.0,
-    initial_accumulator_value: float = 0.0,
+    initial_accumulator_value: Scalar = 0.0,
     eps: Scalar = 1e-10,
     weight_decay: ScalarOrSchedule = 0.0,
     maximize: bool = False,
@@ -65,7 +65,7 @@ def adagrad(
     Args:
       learning_rate: :math:`\alpha`, a number or schedule.
       lr_decay: >= 0, torch's extra decay of the rate with the step count.
-      initial_accumulator_value: :math:`G_0` >= 0 (a Python number: it shapes the state).
+      initial_accumulator_value: :math:`G_0` >= 0 (a number or a scalar array).
       eps: :math:`\epsilon` >= 0, added outside the root.
       weight_decay: coupled L2 (added to the gradient), >= 0.
       maximize: ascend instead of descending.
@@ -97,18 +97,18 @@ def adagrad(
 
 
 def _adagrad_rule(
-    fn: str, lr_decay: Scalar, initial_accumulator_value: float, eps: Scalar
+    fn: str, lr_decay: Scalar, initial_accumulator_value: Scalar, eps: Scalar
 ) -> AdagradRule:
     hp = {
         "lr_decay": hyperparams.scalar(fn, "lr_decay", lr_decay),
         "eps": hyperparams.scalar(fn, "eps", eps),
     }
-    initial = float(hyperparams.scalar(fn, "initial_accumulator_value", initial_accumulator_value))
+    initial = hyperparams.scalar(fn, "initial_accumulator_value", initial_accumulator_value)
     return AdagradRule(hp, (Moment("sum", init=initial, nonnegative=True),))
 
 
 def scale_by_adagrad(
-    *, lr_decay: Scalar = 0.0, initial_accumulator_value: float = 0.0, eps: Scalar = 1e-10
+    *, lr_decay: Scalar = 0.0, initial_accumulator_value: Scalar = 0.0, eps: Scalar = 1e-10
 ) -> optax.GradientTransformationExtraArgs:
     """Adagrad's direction :math:`g_t / (\\sqrt{G_t} + \\epsilon)` (divided by
     :math:`1 + (t - 1)\\,\text{lr\\_decay}`), without learning rate or sign. The math and

@@ -193,8 +193,8 @@ def adam(
         ``adam``, and its ``amsgrad`` keeps the maximum of the bias-corrected :math:`\hat v_t`
         rather than of :math:`v_t` (the two agree only when :math:`\beta_2 = 0`). To reproduce
         optax's ``amsgrad``, use ``optax.amsgrad``.
-      - Hyperparameters are held as float32 whatever the parameters' dtype, and each leaf is
-        computed in float32 (float64 if it is float64), so bfloat16 parameters get float32 math.
+      - Each leaf is computed in float32 (float64 if it is float64, hyperparameters included),
+        so bfloat16 parameters get float32 math.
 
     References:
       Kingma & Ba, *Adam: A Method for Stochastic Optimization*, ICLR 2015,

@@ -159,7 +159,7 @@ def adam_mini(
     eps: Scalar = 1e-8,
     *,
     weight_decay: ScalarOrSchedule = 1e-2,
-    partition: Partition = adam_mini_partition,
+    partition: Partition | None = None,
     mask: layout.Mask | None = None,
     maximize: bool = False,
     mu_dtype: DTypeLike | None = None,
@@ -188,8 +188,10 @@ def adam_mini(
       weight_decay: :math:`\lambda` >= 0, decoupled and scaled by the rate, as
         :func:`jadam.adamw` (and with its default).
       partition: the blocks: a function of a leaf's key path and shape giving the axes one
-        block spans. The default, :func:`adam_mini_partition`, is the paper's rule for Flax
-        trees; ``lambda path, shape: ()`` gives AdamW.
+        block spans. ``None`` (the default) is :func:`adam_mini_partition`, the paper's rule
+        for Flax trees; ``lambda path, shape: ()`` gives AdamW. (Under
+        ``optax.inject_hyperparams``, which takes every function for a schedule, name a
+        function given here in ``static_args=("partition",)``.)
       mask: where to apply the decay, as in :func:`jadam.adamw`.
       maximize: ascend instead of descending.
       mu_dtype, nu_dtype: the moments' dtypes; default the parameter's.
@@ -221,10 +223,12 @@ def adam_mini(
 
 
 def _adam_mini_rule(
-    fn: str, b1: Scalar, b2: Scalar, eps: Scalar, partition: Partition,
+    fn: str, b1: Scalar, b2: Scalar, eps: Scalar, partition: Partition | None,
     mu_dtype: DTypeLike | None, nu_dtype: DTypeLike | None,
 ) -> AdamMiniRule:
     hp = adam_hyperparams(fn, b1, b2, eps)
+    if partition is None:
+        partition = adam_mini_partition
     if not callable(partition):
         raise ValueError(
             f"{fn}(partition={partition!r}): partition must be a function of a key path and "
@@ -242,7 +246,7 @@ def scale_by_adam_mini(
     b2: Scalar = 0.999,
     eps: Scalar = 1e-8,
     *,
-    partition: Partition = adam_mini_partition,
+    partition: Partition | None = None,
     mu_dtype: DTypeLike | None = None,
     nu_dtype: DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:

@@ -50,7 +50,7 @@ class AdanRule(Rule):
             "bc2": bias_correction(hp["b2"], t),
             "bc3": bias_correction(hp["b3"], t),
             # The first step has no previous gradient: its difference is 0.
-            "has_prev": (t > 1).astype(jnp.float32),
+            "has_prev": (t > 1).astype(t.dtype),
         }, dict(carry)
 
     def apply(

@@ -4,7 +4,6 @@ gradients, so that gradients thousands of steps old still count."""
 from __future__ import annotations
 
 import dataclasses
-import operator
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -33,26 +32,26 @@ class AdEMAMixRule(Rule):
     """Algorithm 1 of Pagliardini et al., for one array, with the optional warmups of alpha and
     b3 (``None``: none)."""
 
-    alpha_warmup: int | None = None
-    b3_warmup: int | None = None
+    alpha_warmup: bool = False  # whether hyperparams has "alpha_warmup", a number of steps
+    b3_warmup: bool = False  # ... and "b3_warmup"
     state_type = ScaleByAdEMAMixState
 
     def scalars(
         self, hp: Mapping[str, jax.Array], t: jax.Array, carry: Mapping[str, jax.Array]
     ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
         alpha, b1, b3 = hp["alpha"], hp["b1"], hp["b3"]
-        if self.alpha_warmup is not None:
-            alpha = alpha * jnp.minimum(t / self.alpha_warmup, 1)
+        if self.alpha_warmup:
+            alpha = alpha * jnp.minimum(t / hp["alpha_warmup"], 1)
         b3_t, one_minus_b3_t = b3, 1 - b3
-        if self.b3_warmup is not None:
+        if self.b3_warmup:
             # beta3(t) = exp(ln b1 ln b3 / ((1 - s) ln b3 + s ln b1)), s = t / T, which rises
             # from b1 to b3 with a constant-rate growth of its half-life. Computed in log
             # space, and 1 - beta3(t) as -expm1, because b3 is so close to 1 that its float32
             # rounding would be 1e-3 of 1 - b3.
-            s = t / self.b3_warmup
+            s = t / hp["b3_warmup"]
             log1, log3 = jnp.log1p(-(1 - b1)), jnp.log1p(-(1 - b3))
             x = jnp.minimum(log1 * log3 / ((1 - s) * log3 + s * log1), log3)
-            warming = t < self.b3_warmup
+            warming = t < hp["b3_warmup"]
             b3_t = jnp.where(warming, jnp.exp(x), b3)
             one_minus_b3_t = jnp.where(warming, -jnp.expm1(x), 1 - b3)
         return {
@@ -165,6 +164,9 @@ def _ademamix_rule(
         "alpha": hyperparams.scalar(fn, "alpha", alpha),
         "eps": hyperparams.scalar(fn, "eps", eps),
     }
+    for name, value in (("alpha_warmup", alpha_warmup), ("b3_warmup", b3_warmup)):
+        if value is not None:
+            hp[name] = hyperparams.steps(fn, name, value, minimum=1)
     mu = hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)
     moments = (
         Moment("mu", mu),
@@ -173,8 +175,7 @@ def _ademamix_rule(
     )
     return AdEMAMixRule(
         hp, moments,
-        alpha_warmup=_steps(fn, "alpha_warmup", alpha_warmup),
-        b3_warmup=_steps(fn, "b3_warmup", b3_warmup),
+        alpha_warmup=alpha_warmup is not None, b3_warmup=b3_warmup is not None,
     )
 
 
@@ -200,16 +201,3 @@ def scale_by_ademamix(
     fn = "jadam.scale_by_ademamix"
     rule = _ademamix_rule(fn, b1, b2, b3, alpha, eps, alpha_warmup, b3_warmup, mu_dtype, nu_dtype)
     return layout.per_leaf(rule, fn=fn)
-
-
-def _steps(fn: str, name: str, value: int | None) -> int | None:
-    """A number of steps: a positive Python integer, or ``None``."""
-    if value is None:
-        return None
-    try:
-        steps = operator.index(value)
-    except TypeError:
-        steps = None
-    if steps is None or isinstance(value, bool) or steps < 1:
-        raise ValueError(f"{fn}({name}={value!r}): {name} must be a positive integer or None")
-    return steps

@@ -10,6 +10,11 @@ them with the template first and names every difference. Orbax writes into a tem
 directory and renames it when complete, so a process killed while saving leaves no
 half-written checkpoint behind.
 
+Checkpoints written by earlier versions load (:func:`restore` upgrades them): format 1 kept
+Adafactor's unused moments as arrays of shape ``(0,)`` (now ``(1,)`` zeros, which orbax can save
+directly) and 8-bit moments as a ``(codes, scales)`` pair (now one uint8 array,
+:func:`jadam.quantize.quantize`).
+
 Example::
 
     jadam.checkpoint.save("/ckpt/opt_state", state)
@@ -26,8 +31,10 @@ from typing import Any
 import jax
 import numpy as np
 
-#: Version of what :func:`save` records beside the arrays.
-FORMAT = 1
+from jadam import quantize
+
+#: Version of what :func:`save` records beside the arrays (and of the states' own layouts).
+FORMAT = 2
 _KEY = "jadam"
 
 
@@ -94,6 +101,7 @@ def restore(directory: str | os.PathLike[str], like: Any) -> Any:
                 f"jadam.checkpoint.restore: {path} was not written by jadam.checkpoint.save "
                 "(it has no record of shapes and types to check); restore it with orbax itself"
             )
+        record, fill, join = _upgrade(record, like)
         problems = _differences(record, like)
         if problems:
             shown = "\n  ".join(problems[:10])
@@ -102,16 +110,67 @@ def restore(directory: str | os.PathLike[str], like: Any) -> Any:
                 f"jadam.checkpoint.restore: the checkpoint at {path} does not fit the template "
                 f"(another optimizer, other options, or another parameter tree?):\n  {shown}{more}"
             )
-        target = jax.tree.map(lambda x: None if np.size(x) == 0 else _abstract(x), like)
+        with_paths, treedef = jax.tree_util.tree_flatten_with_path(like)
+        names = [_name(path) for path, _ in with_paths]
+        leaves = [x for _, x in with_paths]
+
+        def stored_as(name: str, x: Any) -> Any:
+            if np.size(x) == 0 or name in fill:
+                return None  # orbax refuses arrays of size 0, so save() stored None
+            if name in join:  # format 1's 8-bit pair
+                blocks = np.shape(x)[0]
+                return {"codes": _abstract(x, (blocks, quantize.BLOCK)),
+                        "scales": _abstract(x, (blocks,), np.float32)}
+            return _abstract(x)
+
+        target = treedef.unflatten([stored_as(n, x) for n, x in zip(names, leaves, strict=True)])
         restored = checkpointer.restore(path, target)
     finally:
         checkpointer.close()
-    leaves, treedef = jax.tree.flatten(like)
     values = treedef.flatten_up_to(restored)
-    return treedef.unflatten([
-        jax.device_put(np.zeros(np.shape(x), x.dtype), _abstract(x).sharding)
-        if np.size(x) == 0 else v for x, v in zip(leaves, values, strict=True)
-    ])
+    out = []
+    for name, x, v in zip(names, leaves, values, strict=True):
+        if np.size(x) == 0 or name in fill:
+            v = jax.device_put(np.zeros(np.shape(x), x.dtype), _abstract(x).sharding)
+        elif name in join:
+            v = jax.device_put(_join(v["codes"], v["scales"]), _abstract(x).sharding)
+        out.append(v)
+    return treedef.unflatten(out)
+
+
+def _join(codes: Any, scales: Any) -> np.ndarray:
+    """Format 1's 8-bit pair as today's one array: each block's codes, then its scale's bytes."""
+    scale_bytes = np.asarray(scales, np.float32).reshape(-1, 1).view(np.uint8)
+    return np.concatenate([np.asarray(codes, np.uint8), scale_bytes], axis=1)
+
+
+def _upgrade(
+    record: dict[str, Any], like: Any
+) -> tuple[dict[str, Any], set[str], set[str]]:
+    """The record of a checkpoint of an earlier format in today's terms, with the leaves to
+    fill with zeros (Adafactor's unused moments, saved as ``(0,)``, now ``(1,)``) and the
+    8-bit moments to join (saved as ``codes`` and ``scales``, now one array)."""
+    if record.get("format", 1) >= 2:
+        return record, set(), set()
+    want = _leaf_specs(like)
+    types, leaves = dict(record["types"]), dict(record["leaves"])
+    adafactor = [where + "." for where, kind in types.items()
+                 if kind == "jadam.adafactor.ScaleByAdafactorState"]
+    fill = set()
+    for name, (shape, dtype) in record["leaves"].items():
+        if (list(shape) == [0] and want.get(name) == [[1], dtype]
+                and any(name.startswith(where) for where in adafactor)):
+            leaves[name] = [[1], dtype]
+            fill.add(name)
+    join = set()
+    for where, kind in record["types"].items():
+        if kind == "jadam.quantize.Quantized":
+            codes = leaves.pop(f"{where}.codes")
+            leaves.pop(f"{where}.scales")
+            del types[where]
+            leaves[where] = [[codes[0][0], quantize.ROW], "uint8"]
+            join.add(where)
+    return {**record, "types": types, "leaves": leaves}, fill, join
 
 
 def _orbax() -> Any:
@@ -124,11 +183,14 @@ def _orbax() -> Any:
     return ocp
 
 
-def _abstract(x: Any) -> jax.ShapeDtypeStruct:
+def _abstract(x: Any, shape: Any = None, dtype: Any = None) -> jax.ShapeDtypeStruct:
+    """``x``'s shape, dtype and sharding (a single device if it has none), or the given
+    ``shape`` and ``dtype`` on a single device."""
     sharding = getattr(x, "sharding", None)
-    if sharding is None:
+    if sharding is None or shape is not None:
         sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
+    return jax.ShapeDtypeStruct(np.shape(x) if shape is None else shape,
+                                x.dtype if dtype is None else dtype, sharding=sharding)
 
 
 def _name(path: tuple[Any, ...]) -> str:

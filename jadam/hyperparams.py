@@ -1,4 +1,4 @@
-"""Hyperparameters: validated once, held as float32, opaque to the compiler.
+"""Hyperparameters: validated once, computed in the leaves' precision, opaque to the compiler.
 
 Every hyperparameter of every jadam optimizer goes through this module:
 
@@ -6,8 +6,12 @@ Every hyperparameter of every jadam optimizer goes through this module:
   concrete ``jax.Array``) and raises ``ValueError`` naming the call and the argument, for example
   ``jadam.adam(b1=1.5): b1 must be in [0, 1), got 1.5``. A traced value (under ``jit``, ``vmap``
   or ``grad``) cannot be inspected and is accepted as it is, so sweeps keep working.
-* Every value becomes a float32 scalar. Quantities derived from it, such as ``1 - b1``, are
-  computed from that float32 value inside the step, never in Python float64.
+* Every value is kept as given (a NumPy float64 for a number) and, in each step, becomes a
+  float32 scalar for the float32 (and narrower) leaves and, with x64 enabled, a float64 one
+  for float64 leaves. Quantities derived from it, such as ``1 - b1``, are computed from that
+  scalar inside the step, in its dtype, never in Python: so a float32 ``b2 = 0.999`` is the
+  float32 0.99900001287 and ``1 - b2`` its exact complement, and a float64 leaf gets a float64
+  step.
 * At update time, :func:`opaque` turns the values into runtime values: it adds ``0 * count``,
   where ``count`` is the step count from the optimizer state, and passes them through
   ``lax.optimization_barrier``. XLA then cannot treat a fixed hyperparameter as a compile-time
@@ -17,7 +21,11 @@ Every hyperparameter of every jadam optimizer goes through this module:
   value was a Python float or a traced array, so the results are bit-identical (tested with
   arbitrary values, 0, 0.5 and 1 among them). That is what makes a ``jax.vmap`` over
   hyperparameters an honest sweep. (It needs the count to be a runtime value, as it is whenever
-  the state is passed into the jitted step or carried through a loop.)
+  the state is passed into the jitted step or carried through a loop.) On a CPU with fused
+  multiply-add, XLA still copies a fixed value into each loop as ``constant + 0 * count`` where
+  a traced one is an argument, and LLVM may contract a multiply-add in one and not the other:
+  there the results agree to a few ulps, and are bit for bit with the instruction set capped
+  below FMA (``tests/test_without_fma.py``).
 * One exception is structural, like ``amsgrad=False``: a weight decay given as the number 0 drops
   the decay term from the program. Its updates are still bit-identical to those of a traced 0.
 """
@@ -25,6 +33,7 @@ Every hyperparameter of every jadam optimizer goes through this module:
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
@@ -41,8 +50,9 @@ Schedule: TypeAlias = Callable[[jax.Array], Any]
 
 ScalarOrSchedule: TypeAlias = Scalar | Schedule
 
-F32: TypeAlias = np.float32 | jax.Array
-"""A validated hyperparameter: a NumPy float32 for fixed values, a float32 ``jax.Array`` else."""
+F32: TypeAlias = np.float64 | jax.Array
+"""A validated hyperparameter: a NumPy float64 for fixed values (rounded to float32 for float32
+leaves), a float32 or float64 ``jax.Array`` for an array or tracer."""
 
 
 def is_traced(value: Any) -> bool:
@@ -68,7 +78,7 @@ def scalar(
     low_open: bool = False,
     high_open: bool = False,
 ) -> F32:
-    """Validates a scalar hyperparameter and returns it as float32.
+    """Validates a scalar hyperparameter.
 
     Args:
       fn: the public name of the call, for the message, e.g. ``"jadam.adam"``.
@@ -77,7 +87,8 @@ def scalar(
       low, high: the allowed interval; ``low_open`` and ``high_open`` exclude its ends.
 
     Returns:
-      ``np.float32`` for a concrete number, a float32 ``jax.Array`` for an array or tracer.
+      ``np.float64`` for a concrete number (a concrete array's value), a ``jax.Array`` for a
+      tracer: float64 if it is float64, else float32.
 
     Raises:
       ValueError: naming ``fn`` and ``name``, if the value is not a real number, is not a scalar,
@@ -98,8 +109,8 @@ def scalar(
         dtype = jnp.dtype(value.dtype)
         if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
             raise fail(f"must be a real number, got an array of dtype {dtype}")
-        if is_traced(value):
-            return jnp.asarray(value).astype(jnp.float32)
+        if is_traced(value):  # float64 stays float64 (for float64 leaves); the rest float32
+            return jnp.asarray(value).astype(jnp.promote_types(dtype, jnp.float32))
         concrete = float(np.asarray(value, dtype=np.float64))
     elif isinstance(value, (int, float, np.number)):
         concrete = float(value)
@@ -112,9 +123,7 @@ def scalar(
     inside_high = concrete < high if high_open else concrete <= high
     if not (inside_low and inside_high):
         raise fail(f"must be {_interval(low, high, low_open, high_open)}, got {concrete:g}")
-    if isinstance(value, jax.Array):
-        return value.astype(jnp.float32)
-    return np.float32(concrete)
+    return np.float64(concrete)
 
 
 def scalar_or_schedule(
@@ -122,16 +131,16 @@ def scalar_or_schedule(
 ) -> F32 | Schedule:
     """Like :func:`scalar`, but a callable is taken as a schedule of the step count.
 
-    A schedule cannot be checked before it is called; its values are converted to float32 at
-    each step by :func:`value_at`.
+    A schedule cannot be checked before it is called; its values are converted to the leaves'
+    dtype at each step by :func:`value_at`.
     """
     if _is_schedule(value):
         return value
     return scalar(fn, name, value, **interval)
 
 
-def value_at(value: F32 | Schedule, count: jax.Array) -> jax.Array:
-    """The float32 value of a fixed hyperparameter or of a schedule at ``count``.
+def value_at(value: F32 | Schedule, count: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
+    """The value of a fixed hyperparameter or of a schedule at ``count``, in ``dtype``.
 
     A schedule's value cannot be checked when the optimizer is built, and an error cannot be
     raised from inside a compiled step. A value that is negative or NaN (all schedulable
@@ -140,25 +149,34 @@ def value_at(value: F32 | Schedule, count: jax.Array) -> jax.Array:
     uphill. An infinite value is passed on as it is.
     """
     if _is_schedule(value):
-        v = jnp.asarray(value(count)).astype(jnp.float32)
+        v = jnp.asarray(value(count)).astype(dtype)
         if jnp.shape(v) != ():
             raise ValueError(
                 f"a schedule must return a scalar, got an array of shape {jnp.shape(v)}"
             )
-        return jnp.where(v >= 0, v, jnp.float32(jnp.nan))
-    return jnp.asarray(value, dtype=jnp.float32)
+        return jnp.where(v >= 0, v, jnp.asarray(jnp.nan, dtype))
+    return _cast(value, dtype)
 
 
-def opaque(tree: Any, count: jax.Array) -> Any:
-    """Makes float32 hyperparameters runtime values that XLA cannot fold (module docstring).
+def _cast(value: Any, dtype: Any) -> jax.Array:
+    """A validated value as an array of ``dtype``: a fixed value is rounded from its Python
+    (float64) value once, to float32 or not at all."""
+    if isinstance(value, np.generic):
+        return jnp.asarray(np.asarray(value).astype(dtype))
+    return jnp.asarray(value).astype(dtype)
+
+
+def opaque(tree: Any, count: jax.Array, dtype: Any = jnp.float32) -> Any:
+    """Makes hyperparameters runtime values of ``dtype`` that XLA cannot fold (module
+    docstring).
 
     Each value has ``0 * count`` added: zero, but only known at run time, because ``count`` is
     the optimizer state's step count. IEEE arithmetic forbids XLA to rewrite ``0 * x`` as 0
     (``x`` could be infinite), so a fixed value is no longer a constant. The optimization
     barrier also keeps XLA from merging the values into their uses before that.
     """
-    zero = jnp.float32(0) * count.astype(jnp.float32)
-    return lax.optimization_barrier(jax.tree.map(lambda v: jnp.asarray(v) + zero, tree))
+    zero = jnp.zeros((), dtype) * count.astype(dtype)
+    return lax.optimization_barrier(jax.tree.map(lambda v: _cast(v, dtype) + zero, tree))
 
 
 def is_zero(value: F32 | Schedule) -> bool:
@@ -178,6 +196,19 @@ def known(value: F32 | Schedule) -> float | None:
 def _is_schedule(value: Any) -> bool:
     return callable(value) and not isinstance(value, (jax.Array, np.ndarray))
 
+
+
+def steps(fn: str, name: str, value: Any, *, minimum: int) -> F32:
+    """Validates a number of steps (a warmup's length): an integer >= ``minimum``, or a traced
+    value (``optax.inject_hyperparams`` passes one), kept like every hyperparameter."""
+    if not is_traced(value):
+        try:
+            count = operator.index(value)
+        except TypeError:
+            count = None
+        if count is None or isinstance(value, bool) or count < minimum:
+            raise ValueError(f"{fn}({name}={value!r}): {name} must be an integer >= {minimum}")
+    return scalar(fn, name, value)
 
 
 def decay_rate(fn: str, name: str, value: Any) -> F32:

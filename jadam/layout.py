@@ -41,20 +41,41 @@ from jax import lax
 from jadam import hyperparams, packing, quantize
 from jadam.hyperparams import F32, Schedule
 from jadam.packing import Packed, PackIndex
-from jadam.quantize import Quantized
 from jadam.rule import LEARNING_RATE as _LR
 from jadam.rule import WEIGHT_DECAY as _DECAY
-from jadam.rule import Moment, Rule, cast_scalars
+from jadam.rule import Moment, Rule
 
 Mask = Any | Callable[[optax.Params], Any]
 
 
-class Transformation(optax.GradientTransformationExtraArgs):
-    """An optax ``GradientTransformationExtraArgs`` that remembers how it was built, so that a
-    wrapper such as :func:`jadam.cautious` can rebuild it with another layout option."""
+class Rebuildable(optax.GradientTransformationExtraArgs):
+    """An optax ``GradientTransformationExtraArgs`` that remembers the call that built it, and
+    pickles (and deep-copies) as that call: its ``init`` and ``update`` are closures, which
+    pickle cannot save, but the call's arguments can be (a learning-rate schedule only if it is
+    itself picklable, as for optax's own transformations)."""
 
     # No __slots__: the instance keeps its recipe in __dict__, beside the (init, update) tuple.
-    recipe: Callable[..., Transformation]
+    recipe: Callable[..., Any]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (self.recipe,)
+
+
+def _rebuild(recipe: Callable[[], Any]) -> Any:
+    return recipe()
+
+
+def rebuildable(init: Any, update: Any, recipe: Callable[..., Any]) -> Rebuildable:
+    """``Rebuildable(init, update)`` remembering ``recipe``, a picklable call (a
+    ``functools.partial``) that builds it again."""
+    tx = Rebuildable(init, update)
+    tx.recipe = recipe
+    return tx
+
+
+class Transformation(Rebuildable):
+    """A jadam optimizer: a :class:`Rebuildable` whose recipe takes layout options, so that a
+    wrapper such as :func:`jadam.cautious` can rebuild it with another option."""
 
     def with_options(self, **options: Any) -> Transformation:
         """The same optimizer with layout options (such as ``cautious=True``) changed."""
@@ -117,7 +138,12 @@ def per_leaf(
             m.name: jax.tree_util.tree_map_with_path(functools.partial(moment, i), params)
             for i, m in enumerate(rule.moments)
         }
-        carry = {k: jnp.asarray(v, jnp.float32) for k, v in rule.carry_init().items()}
+        # Scalars carried between steps: float64 if a parameter is (with x64), as its steps.
+        wide = any(jnp.result_type(p) == jnp.float64 for p in jax.tree.leaves(params))
+        carry_dtype = jnp.float64 if wide else jnp.float32
+        carry = {k: jnp.asarray(v, carry_dtype) for k, v in rule.carry_init().items()}
+        if packing_min_size is not None or quantize_min_size is not None:
+            _warn_if_blind_to_sharding(fn, params)
         if packing_min_size is None:
             if quantize_min_size is not None:
                 moments = {k: _quantize_tree(rule, i, v, quantize_min_size)
@@ -170,7 +196,7 @@ def per_leaf(
                 )
         flat, treedef = jax.tree_util.tree_flatten_with_path(updates)
         paths = [path for path, _ in flat]
-        grads = [g for _, g in flat]
+        grads = [_as_array(g) for _, g in flat]
         if index is None:
             moments = {m.name: _flatten_as(fn, treedef, getattr(state, m.name),
                                            f"state.{m.name}") for m in rule.moments}
@@ -178,28 +204,42 @@ def per_leaf(
             _check_plan(fn, index.plan, treedef, paths, grads)
             moments = {m.name: list(getattr(state, m.name).leaves) for m in rule.moments}
         if params is None:
-            if (rule.needs_params or decays) and treedef.num_leaves:
+            # A weight decay that is an array (optax.inject_hyperparams makes the default 0 one)
+            # may be 0 at run time: then the optimizer works without params, as it does with the
+            # number 0, and a nonzero value makes that step's updates NaN (_leaf_update).
+            needs_decay_params = decays and (
+                callable(weight_decay) or hyperparams.known(weight_decay) not in (None, 0.0))
+            if (rule.needs_params or needs_decay_params) and treedef.num_leaves:
                 raise ValueError(
                     f"{fn}: update() needs params (pass tx.update(grads, state, params))"
                 )
             flat_params: Sequence[Any] = [None] * len(grads)
         else:
-            flat_params = _flatten_as(fn, treedef, params, "params")
+            flat_params = [_as_array(p) for p in _flatten_as(fn, treedef, params, "params")]
         decay_leaf = _decay_mask(fn, treedef, updates, params, mask) if decays else None
 
         count = optax.safe_increment(state.count)
-        hp = dict(rule.hyperparams)
-        if learning_rate is not None:
-            hp["learning_rate"] = hyperparams.value_at(learning_rate, state.count)
-        if decays:
-            hp["weight_decay"] = hyperparams.value_at(weight_decay, state.count)
-        hp = hyperparams.opaque(hp, state.count)
-        carry = {k: getattr(state, k) for k in rule.carry_init()}
-        step_scalars, carry = rule.scalars(hp, count.astype(jnp.float32), carry)
-        if learning_rate is not None:
-            step_scalars[_LR] = hp["learning_rate"]
-        if decays:
-            step_scalars[_DECAY] = hp["weight_decay"]
+        computed: dict[Any, tuple[dict[str, jax.Array], dict[str, jax.Array]]] = {}
+
+        def step_scalars(dtype: Any) -> dict[str, jax.Array]:
+            """The per-step scalars in ``dtype``, computed in it once per step: float32 for
+            float32 (and narrower) leaves, float64 for float64 ones (with x64 enabled), from
+            the hyperparameters as given, not as rounded to float32."""
+            if dtype not in computed:
+                hp = dict(rule.hyperparams)
+                if learning_rate is not None:
+                    hp["learning_rate"] = hyperparams.value_at(learning_rate, state.count, dtype)
+                if decays:
+                    hp["weight_decay"] = hyperparams.value_at(weight_decay, state.count, dtype)
+                hp = hyperparams.opaque(hp, state.count, dtype)
+                carry = {k: getattr(state, k).astype(dtype) for k in rule.carry_init()}
+                scalars, carry = rule.scalars(hp, count.astype(dtype), carry)
+                if learning_rate is not None:
+                    scalars[_LR] = hp["learning_rate"]
+                if decays:
+                    scalars[_DECAY] = hp["weight_decay"]
+                computed[dtype] = scalars, carry
+            return dict(computed[dtype][0])
 
         leaf_update = functools.partial(
             _coded_update, step_scalars=step_scalars, has_lr=learning_rate is not None,
@@ -229,6 +269,11 @@ def per_leaf(
             buffers = _packed_update(rule, leaf_update, index, grads, flat_params, state,
                                      decay_leaf, new_updates)
             moment_trees = {k: Packed(buffers[k], tuple(v)) for k, v in new_moments.items()}
+        carry = {}
+        if rule.carry_init():  # in the dtype init chose for it
+            dtype = jnp.result_type(getattr(state, next(iter(rule.carry_init()))))
+            step_scalars(dtype)
+            carry = {k: v.astype(dtype) for k, v in computed[dtype][1].items()}
         new_state = rule.state_type(count=count, **moment_trees, **carry)
         if index is not None:
             new_state = PackedState(new_state, index)
@@ -334,7 +379,9 @@ def _packed_update(
 def packed(tx: Any, *, min_size: int = packing.MIN_SIZE) -> Any:
     """The optimizer ``tx`` with its state packed: each named moment of all leaves smaller than
     ``min_size`` elements is kept in one flat buffer per group, across steps, and the update
-    runs once per buffer instead of once per leaf. The updates are the same, bit for bit.
+    runs once per buffer instead of once per leaf. The updates are the same: bit for bit on a
+    CPU without fused multiply-add, to 2 ulps with it (a buffer and a leaf are loops of other
+    lengths, which LLVM may contract differently).
 
     Works for every elementwise jadam optimizer (all but LAMB, MARS, Adafactor and Adam-mini,
     whose math reduces over each array, and cautious variants, which rescale each array; these
@@ -385,8 +432,8 @@ def quantized(tx: Any, *, min_size: int = quantize.MIN_SIZE) -> Any:
       >>> import jax.numpy as jnp, jadam
       >>> tx = jadam.quantized(jadam.adam(1e-3))
       >>> state = tx.init({"w": jnp.zeros((1024, 1024))})
-      >>> state.mu["w"].codes.dtype, state.mu["w"].codes.shape
-      (dtype('uint8'), (4096, 256))
+      >>> state.mu["w"].dtype, state.mu["w"].shape  # 4,096 blocks of 256 codes and a scale
+      (dtype('uint8'), (4096, 260))
 
     Args:
       tx: a jadam optimizer.
@@ -462,7 +509,7 @@ def _coded_update(
     """:func:`_leaf_update` with 8-bit moments decoded to float32 before the rule and encoded
     after it, or, for a large array under :func:`one_pass`, run twice (see there)."""
     coded = {m.name: not m.nonnegative for m in rule.moments
-             if isinstance(state[m.name], Quantized)}  # name -> signed map?
+             if quantize.is_quantized(state[m.name])}  # name -> signed map?
     if one_pass_min_size is not None and not coded and g.size >= one_pass_min_size:
         _, new = _leaf_update(rule, g=g, state=state, **kwargs)
         # The same update from the same old inputs, each times a 1 that XLA cannot see
@@ -482,8 +529,8 @@ def _coded_update(
     decoded = {k: quantize.dequantize(v, shape, signed=coded[k]) if k in coded else v
                for k, v in state.items()}
     u, new = _leaf_update(rule, g=g, state=decoded, **kwargs)
-    return u, {k: quantize.quantize(v, signed=coded[k]) if k in coded else v
-               for k, v in new.items()}
+    return u, {k: quantize.quantize(v, signed=coded[k], previous=decoded[k]) if k in coded
+               else v for k, v in new.items()}
 
 
 #: Elements per chunk of a large 8-bit leaf's update on CPU: 1,024 blocks, 1 MB per float32
@@ -517,7 +564,7 @@ def _chunked_coded_update(
         piece = lambda x: lax.dynamic_slice_in_dim(x, start, size)  # noqa: E731
         st = {k: piece(v) for k, v in flat.items()}
         for k, signed in coded.items():
-            q = Quantized(*(lax.dynamic_slice_in_dim(x, q_start, q_size) for x in state[k]))
+            q = lax.dynamic_slice_in_dim(state[k], q_start, q_size)
             st[k] = quantize.dequantize(q, (size,), signed=signed)
         u, new = _leaf_update(rule, g=piece(jnp.ravel(g)), state=st,
                               p=None if p is None else piece(jnp.ravel(p)), **kwargs)
@@ -525,9 +572,8 @@ def _chunked_coded_update(
         out = {}
         for k, v in codes.items():
             if k in coded:
-                q = quantize.quantize(new[k], signed=coded[k])
-                out[k] = Quantized(*(lax.dynamic_update_slice_in_dim(a, b, q_start, 0)
-                                     for a, b in zip(v, q, strict=True)))
+                q = quantize.quantize(new[k], signed=coded[k], previous=st[k])
+                out[k] = lax.dynamic_update_slice_in_dim(v, q, q_start, 0)
             else:
                 out[k] = lax.dynamic_update_slice_in_dim(v, new[k], start, 0)
         return update, out
@@ -537,13 +583,13 @@ def _chunked_coded_update(
     # buffer makes XLA copy it every iteration.
     carry = (jnp.zeros(n, out_dtype), {
         **{k: jnp.zeros_like(v) for k, v in flat.items()},
-        **{k: Quantized(*map(jnp.zeros_like, state[k])) for k in coded}})
+        **{k: jnp.zeros_like(state[k]) for k in coded}})
     carry = lax.fori_loop(
         0, chunks,
         lambda i, c: part(i * _CHUNK, _CHUNK, i * blocks_per, blocks_per, c), carry)
     rest = n - chunks * _CHUNK
     if rest:
-        blocks = state[next(iter(coded))].codes.shape[0]
+        blocks = state[next(iter(coded))].shape[0]
         carry = part(chunks * _CHUNK, rest, chunks * blocks_per, blocks - chunks * blocks_per,
                      carry)
     update, out = carry
@@ -556,7 +602,7 @@ def _times_opaque_one(x: jax.Array) -> jax.Array:
 
 
 def _quantizable(m: Moment, size: int, min_size: int) -> bool:
-    return m.init != "params" and m.shape is None and size >= min_size
+    return not isinstance(m.init, str) and m.shape is None and size >= min_size
 
 
 def _quantize_tree(rule: Rule, i: int, tree: Any, min_size: int) -> Any:
@@ -594,7 +640,7 @@ def _check_packable(fn: str, rule: Rule, cautious: bool) -> None:
 def _check_plan(
     fn: str, plan: packing.Plan, treedef: Any, paths: Sequence[Any], grads: Sequence[Any]
 ) -> None:
-    if treedef != plan.treedef:
+    if treedef != plan.treedef and not _same_leaves(plan.treedef, treedef):
         raise ValueError(
             f"{fn}: the gradients and the packed state have different tree structures.\n"
             f"  gradients: {treedef}\n  state: {plan.treedef}"
@@ -607,9 +653,47 @@ def _check_plan(
             )
 
 
+def _warn_if_blind_to_sharding(fn: str, params: Any) -> None:
+    """Packed and 8-bit states leave a leaf split over devices as it is, which ``init`` can
+    see on concrete arrays and, under ``jit``, on explicitly sharded ones, but not on tracers
+    of an automatic mesh: such a leaf would be packed or quantized, and every update would
+    gather it."""
+    if jax.device_count() == 1:
+        return
+    for x in jax.tree.leaves(params):
+        if isinstance(x, jax.core.Tracer):
+            mesh = getattr(getattr(jax.typeof(x), "sharding", None), "mesh", None)
+            axis_types = getattr(mesh, "axis_types", ())
+            if not any(t == jax.sharding.AxisType.Explicit for t in axis_types):
+                warnings.warn(
+                    f"{fn}: init() under jit cannot see how the parameters are sharded (only "
+                    "explicit-sharding meshes show it to a trace); a leaf split over devices "
+                    "would be packed or quantized, and each update would gather it. Call "
+                    "init() outside jit, on the placed parameters.", stacklevel=3)
+                return
+
+
+def _same_leaves(a: Any, b: Any) -> bool:
+    """Whether two tree structures hold the same leaves in the same order, up to wrapper nodes
+    on one side: ``flax.nnx.Optimizer`` calls ``init`` on ``Param`` variables (key path
+    ``['kernel'].value``) and ``update`` on their arrays (``['kernel']``). Each leaf's key path
+    on one side must be the other's with keys left out."""
+    def paths(treedef: Any) -> list[tuple[Any, ...]]:
+        tree = treedef.unflatten(range(treedef.num_leaves))
+        return [tuple(path) for path, _ in jax.tree_util.tree_leaves_with_path(tree)]
+
+    def within(short: tuple[Any, ...], long: tuple[Any, ...]) -> bool:
+        keys = iter(long)
+        return all(any(k == other for other in keys) for k in short)
+
+    if a.num_leaves != b.num_leaves:
+        return False
+    return all(within(x, y) or within(y, x) for x, y in zip(paths(a), paths(b), strict=True))
+
+
 def _leaf_update(
     rule: Rule,
-    step_scalars: dict[str, jax.Array],
+    step_scalars: Callable[[Any], dict[str, jax.Array]],
     g: jax.Array,
     state: dict[str, jax.Array],
     p: jax.Array | None,
@@ -623,13 +707,16 @@ def _leaf_update(
     """One leaf: cast in, the rule, learning rate and weight decay, cast out."""
     wide = any(x is not None and x.dtype == jnp.float64 for x in (g, p, *state.values()))
     dtype = jnp.float64 if wide else jnp.float32
-    s = cast_scalars(step_scalars, dtype)
+    s = step_scalars(dtype)
     gc = g.astype(dtype)
     pc = None if p is None else p.astype(dtype)
     if maximize:
         gc = -gc
     # The decay reaches the rule only if the rule applies it, and only on the masked leaves.
     wd = s.pop(_DECAY, None)
+    # Without params, a weight decay that is an array applies only while it is 0 (see update).
+    no_params = decay and pc is None
+    decay = decay and not no_params
     by_layout = decay and not rule.takes_weight_decay
     if decay and rule.takes_weight_decay:
         s[_DECAY] = wd
@@ -648,18 +735,32 @@ def _leaf_update(
                 direction = direction - (s[_LR] * wd) * pc
         else:
             direction = -s[_LR] * direction
+    if no_params:
+        direction = jnp.where(wd == 0, direction, jnp.asarray(jnp.nan, direction.dtype))
     out_dtype = g.dtype if p is None else p.dtype
-    return direction.astype(out_dtype), {k: _store(new[k], v.dtype) for k, v in state.items()}
+    nonnegative = {m.name for m in rule.moments if m.nonnegative}
+    return direction.astype(out_dtype), {
+        k: _store(new[k], v.dtype, nonnegative=k in nonnegative) for k, v in state.items()}
 
 
-def _store(x: jax.Array, dtype: Any) -> jax.Array:
+def _as_array(x: Any) -> Any:
+    """A leaf as an array: optax accepts Python and NumPy numbers as parameters and gradients."""
+    return x if isinstance(x, jax.Array) or x is None else jnp.asarray(x)
+
+
+def _store(x: jax.Array, dtype: Any, *, nonnegative: bool) -> jax.Array:
     """``x`` cast to a moment's storage dtype, saturating where that dtype's range is smaller
     than the compute dtype's (float16: a squared gradient above 65504 would become inf, and an
-    infinite second moment turns every later update of that entry into 0 or NaN)."""
+    infinite second moment turns every later update of that entry into 0 or NaN). A moment
+    that is never negative (a sum of squares) saturates at the dtype's largest value in any
+    dtype: a float32 gradient of 1e20 squares to inf. NaN stays NaN."""
     dtype = jnp.dtype(dtype)
-    if jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).max < jnp.finfo(x.dtype).max:
+    if jnp.issubdtype(dtype, jnp.floating):
         top = jnp.asarray(jnp.finfo(dtype).max, x.dtype)
-        x = jnp.clip(x, -top, top)
+        if jnp.finfo(dtype).max < jnp.finfo(x.dtype).max:
+            x = jnp.clip(x, -top, top)
+        elif nonnegative:
+            x = jnp.minimum(x, top)
     return x.astype(dtype)
 
 
@@ -669,7 +770,7 @@ def cautious_mask(update: jax.Array, g: jax.Array, *, negative: bool) -> jax.Arr
     for an update to add to the parameters, ``negative=True``; zero counts as agreeing), zero
     the others, and scale the kept ones by ``size / (kept + 1)``, so the step keeps its size."""
     aligned = (update * g <= 0) if negative else (update * g >= 0)
-    kept = aligned.astype(jnp.float32)
+    kept = aligned.astype(update.dtype)
     scale = update.size / (jnp.sum(kept) + 1)
     return update * (kept * scale).astype(update.dtype)
 
@@ -686,7 +787,7 @@ def _check_param(fn: str, path: Any, p: Any) -> None:
 
 def _init_moment(m: Moment, p: Any) -> jax.Array:
     dtype = np.dtype(m.dtype or jnp.result_type(p))
-    if m.init == "params":
+    if isinstance(m.init, str):  # "params"
         return jnp.array(p, dtype=dtype, copy=True)  # its own buffer, so both can be donated
     if m.shape is None:
         return jnp.full_like(p, m.init, dtype=dtype)
@@ -703,9 +804,12 @@ def _check_leaf(
     expected = {"parameter": (p, shape)}
     for m in moments:
         x = state[m.name]
+        if quantize.is_quantized(x):
+            expected[f"state.{m.name}"] = (x, quantize.stored_shape(shape))
+            continue
         expected[f"state.{m.name}"] = (x, m.shape(shape) if m.shape else shape)
         want_dtype = m.dtype if m.dtype is not None else (None if p is None else p.dtype)
-        if (want_dtype is not None and x is not None and not isinstance(x, Quantized)
+        if (want_dtype is not None and x is not None
                 and jnp.result_type(x) != jnp.dtype(want_dtype)):
             raise TypeError(
                 f"{fn}: state.{m.name} at {_where(path)} has dtype {jnp.result_type(x)}, but "
@@ -713,7 +817,7 @@ def _check_leaf(
                 "other options (mu_dtype, nu_dtype) or restored into another dtype?"
             )
     for what, (x, want) in expected.items():
-        if x is not None and not isinstance(x, Quantized) and jnp.shape(x) != want:
+        if x is not None and jnp.shape(x) != want:
             raise ValueError(
                 f"{fn}: the gradient at {_where(path)} has shape {shape} but the {what} has "
                 f"shape {jnp.shape(x)}, where {want} was expected (no broadcasting)"

@@ -42,7 +42,7 @@ class NAdamRule(Rule):
 
         def momentum(step: jax.Array) -> jax.Array:
             # 0 switches the schedule off (a constant b1), as in optax's nadam.
-            scheduled = b1 * (1 - 0.5 * jnp.float32(0.96) ** (step * psi))
+            scheduled = b1 * (1 - 0.5 * jnp.asarray(0.96, b1.dtype) ** (step * psi))
             return jnp.where(psi == 0, b1, scheduled)
 
         mu_t, mu_next = momentum(t), momentum(t + 1)

@@ -9,11 +9,14 @@ float16 training with a loss scale.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from jadam import layout
 
 
 class SkipNonfiniteState(NamedTuple):
@@ -96,4 +99,5 @@ def skip_nonfinite(
         consecutive = jnp.where(finite, 0, optax.safe_increment(state.consecutive))
         return new_updates, SkipNonfiniteState(new_inner, skipped, consecutive)
 
-    return optax.GradientTransformationExtraArgs(init, update)
+    return layout.rebuildable(
+        init, update, functools.partial(skip_nonfinite, tx, give_up_after=give_up_after))

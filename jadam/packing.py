@@ -215,10 +215,20 @@ _unpack.defvjp(_unpack_fwd, _unpack_bwd)
 
 
 def is_split_across_devices(leaf: Any) -> bool:
-    """Whether a concrete array is split over several devices (not one device, not copies).
-    A tracer cannot tell: under ``jit`` this is False."""
+    """Whether an array is split over several devices (not one device, not copies). Under
+    ``jit`` a tracer knows only the axes of an explicit-sharding mesh
+    (``jax.sharding.AxisType.Explicit``), which are part of its type; with an automatic mesh
+    it cannot tell, and this is False: call ``init`` outside ``jit`` there."""
+    if isinstance(leaf, jax.core.Tracer):
+        sharding = getattr(jax.typeof(leaf), "sharding", None)
+        spec, mesh = getattr(sharding, "spec", None), getattr(sharding, "mesh", None)
+        if spec is None or mesh is None:
+            return False
+        axes = [a for part in spec if part is not None
+                for a in (part if isinstance(part, tuple) else (part,))]
+        return any(mesh.shape[a] > 1 for a in axes)
     sharding = getattr(leaf, "sharding", None)
-    if sharding is None or isinstance(leaf, jax.core.Tracer):
+    if sharding is None:
         return False
     return len(sharding.device_set) > 1 and not sharding.is_fully_replicated
 

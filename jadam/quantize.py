@@ -1,8 +1,8 @@
 r"""8-bit optimizer state: block-wise quantization with a dynamic map (Dettmers et al., 2022).
 
 A moment of ``n`` elements is stored as ``n`` uint8 codes in blocks of :data:`BLOCK` (256)
-elements, with one float32 scale per block: about 1.016 bytes per element instead of 4. To
-store a block ``x``:
+elements, with one float32 scale per block: about 1.016 bytes per element instead of 4, all in
+one uint8 array of :data:`ROW` bytes per block (:func:`quantize`). To store a block ``x``:
 
 .. math::
 
@@ -15,7 +15,9 @@ the second). The blocks keep an outlier from costing the rest of the tensor its 
 maps are *dynamic*: like a floating-point format, they spend codes on every decade from 1 down
 to :math:`10^{-7}`, rather than spacing them evenly, because moments span many orders of
 magnitude. A block's largest element is stored exactly (it maps to :math:`\pm 1`), and so
-are zeros.
+are zeros; in the unsigned map a positive value is never stored as zero (it rounds up to the
+smallest code, :math:`3.25 \cdot 10^{-7}` of the scale), so that a second moment that divides
+never becomes zero while the first moment it divides does not.
 
 The maps are built as the paper describes its dynamic tree quantization: after the sign bit
 (signed map only), the number of leading zero bits gives the decimal exponent :math:`e`, the
@@ -37,7 +39,7 @@ Quantization*, ICLR 2022, https://arxiv.org/abs/2110.02861.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -118,33 +120,73 @@ def _encode_unit(x: jax.Array, signed: bool) -> jax.Array:
         best_err = jnp.where(better, err, best_err)
     zero = best_err >= mag  # no magnitude beat zero
     if not signed:
-        return jnp.where(zero, 0, best_j)
+        # A positive value never becomes zero: these moments divide (Adam's second moment),
+        # and an entry whose gradient died keeps a first moment that a zero second moment
+        # would turn into a step of m / eps. Rounded up to the smallest code, the step shrinks.
+        return jnp.where(mag == 0, 0, jnp.maximum(best_j, 1))
     return jnp.where(zero, 127, jnp.where(x < 0, 127 - best_j, 128 + best_j))
 
 
-class Quantized(NamedTuple):
-    """A moment stored in 8 bits: ``codes`` (uint8, shape ``(blocks, 256)``, the last block
-    padded) and ``scales`` (float32, one per block, the block's largest magnitude). Whether the
-    map is signed is static, from the moment's definition."""
-
-    codes: jax.Array
-    scales: jax.Array
+#: Bytes per block of a stored moment: its :data:`BLOCK` codes, then its float32 scale.
+ROW = BLOCK + 4
 
 
-def quantize(x: jax.Array, *, signed: bool) -> Quantized:
-    """Encodes ``x`` (any shape) block by block; see the module docstring."""
-    flat = jnp.ravel(x).astype(jnp.float32)
-    blocks = -(-flat.size // BLOCK)
-    flat = jnp.concatenate([flat, jnp.zeros(blocks * BLOCK - flat.size, jnp.float32)])
-    flat = flat.reshape(blocks, BLOCK)
+def quantize(
+    x: jax.Array, *, signed: bool, previous: jax.Array | None = None
+) -> jax.Array:
+    """Encodes ``x`` (any shape) block by block (see the module docstring) into one uint8
+    array of shape ``(blocks, ROW)``: each row is a block's codes (the last block padded with
+    zeros), then its scale, the block's largest magnitude, as the 4 bytes of a float32.
+
+    One array rather than a pair: containers that wrap each leaf of a state (``flax.nnx``'s
+    ``Optimizer``), save it (orbax) or split it over devices then treat a quantized moment as
+    they treat any other.
+
+    ``previous``, for the signed map: the decoded values ``x`` was computed from. Where
+    ``|x|`` fell below ``|previous|`` but its nearest code would not, the code one step
+    towards zero is taken instead. Without this a decaying moment sticks: ``0.9 m`` rounds back
+    to ``m`` wherever codes are more than 20% apart (the low decades), and an entry whose
+    gradient died would step by ``m / sqrt(v)`` for ever."""
+    flat = _blocks(x)
     scales = jnp.max(jnp.abs(flat), axis=1)
     safe = jnp.where(scales > 0, scales, 1)[:, None]
     codes = _encode_unit(flat / safe, signed)
-    return Quantized(codes.astype(jnp.uint8), scales)
+    if previous is not None and signed:
+        before = jnp.abs(_blocks(previous))
+        after = jnp.abs(_decode_unit(codes, signed)) * safe
+        stuck = (jnp.abs(flat) < before) & (after >= before) & (codes != 127)
+        codes = jnp.where(stuck, jnp.where(codes > 127, codes - 1, codes + 1), codes)
+    codes = codes.astype(jnp.uint8)
+    return jnp.concatenate([codes, jax.lax.bitcast_convert_type(scales, jnp.uint8)], axis=1)
 
 
-def dequantize(q: Quantized, shape: tuple[int, ...], *, signed: bool) -> jax.Array:
-    """Decodes to float32 of ``shape``."""
-    values = _decode_unit(q.codes.astype(jnp.int32), signed) * q.scales[:, None]
+def _blocks(x: jax.Array) -> jax.Array:
+    """``x`` flattened, as float32, zero-padded to whole blocks, one block a row."""
+    flat = jnp.ravel(x).astype(jnp.float32)
+    blocks = -(-flat.size // BLOCK)
+    flat = jnp.concatenate([flat, jnp.zeros(blocks * BLOCK - flat.size, jnp.float32)])
+    return flat.reshape(blocks, BLOCK)
+
+
+def split(q: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The codes (uint8, ``(blocks, BLOCK)``) and scales (float32, ``(blocks,)``) of a
+    quantized moment."""
+    return q[:, :BLOCK], jax.lax.bitcast_convert_type(q[:, BLOCK:], jnp.float32)
+
+
+def dequantize(q: jax.Array, shape: tuple[int, ...], *, signed: bool) -> jax.Array:
+    """Decodes a quantized moment to float32 of ``shape``."""
+    codes, scales = split(q)
+    values = _decode_unit(codes.astype(jnp.int32), signed) * scales[:, None]
     size = int(np.prod(shape, dtype=np.int64))
     return values.reshape(-1)[:size].reshape(shape)
+
+
+def is_quantized(x: Any) -> bool:
+    """Whether a moment's array is stored quantized: uint8, where moments are floats."""
+    return x is not None and jnp.result_type(x) == jnp.uint8
+
+
+def stored_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """The shape of the quantized form of an array of ``shape``."""
+    return -(-int(np.prod(shape, dtype=np.int64)) // BLOCK), ROW

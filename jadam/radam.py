@@ -44,7 +44,7 @@ class RAdamRule(Rule):
             "bc1": bias_correction(hp["b1"], t),
             "sqrt_bc2": jnp.sqrt(bc2),
             "adaptive": adaptive,
-            "rect": jnp.sqrt(jnp.where(adaptive, ratio, jnp.float32(1))),
+            "rect": jnp.sqrt(jnp.where(adaptive, ratio, jnp.ones_like(ratio))),
         }, dict(carry)
 
     def apply(

@@ -218,7 +218,8 @@ _ENTRIES = [
     ),
     OptimizerInfo(
         "adopt", adopt, "adam",
-        "Normalise by the previous step's second moment, then average: converges for any b2",
+        "Normalise by the previous step's second moment, then average: converges for any b2 "
+        "(proven without its clipping, use_clipping=False)",
         "Taniguchi et al., *ADOPT: Modified Adam Can Converge with Any beta2 with the Optimal "
         "Rate*, NeurIPS 2024",
         "https://arxiv.org/abs/2411.02853",

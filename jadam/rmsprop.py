@@ -68,7 +68,7 @@ def rmsprop(
     eps: Scalar = 1e-8,
     *,
     centered: bool = False,
-    momentum: Scalar = 0.0,
+    momentum: Scalar | None = None,
     eps_in_sqrt: bool = False,
     weight_decay: ScalarOrSchedule = 0.0,
     maximize: bool = False,
@@ -90,7 +90,8 @@ def rmsprop(
       decay: :math:`\rho` in [0, 1), torch's ``alpha``.
       eps: :math:`\epsilon` >= 0.
       centered: subtract the squared mean gradient (Graves, 2013): a variance estimate.
-      momentum: :math:`\mu` >= 0. The number 0 keeps no buffer.
+      momentum: :math:`\mu` >= 0. ``None`` (the default) or the number 0 keeps no buffer;
+        an array, even a zero one (as ``optax.inject_hyperparams`` passes), keeps one.
       eps_in_sqrt: put eps inside the root, as optax does.
       weight_decay: coupled L2 (added to the gradient), >= 0.
       maximize: ascend instead of descending.
@@ -124,12 +125,13 @@ def rmsprop(
 
 
 def _rmsprop_rule(
-    fn: str, decay: Scalar, eps: Scalar, centered: bool, momentum: Scalar, eps_in_sqrt: bool
+    fn: str, decay: Scalar, eps: Scalar, centered: bool, momentum: Scalar | None,
+    eps_in_sqrt: bool,
 ) -> RMSpropRule:
     hp = {
         "decay": hyperparams.decay_rate(fn, "decay", decay),
         "eps": hyperparams.scalar(fn, "eps", eps),
-        "momentum": hyperparams.scalar(fn, "momentum", momentum),
+        "momentum": hyperparams.scalar(fn, "momentum", 0.0 if momentum is None else momentum),
     }
     moments = (Moment("nu", nonnegative=True),)
     if centered:
@@ -144,7 +146,7 @@ def scale_by_rmsprop(
     eps: Scalar = 1e-8,
     *,
     centered: bool = False,
-    momentum: Scalar = 0.0,
+    momentum: Scalar | None = None,
     eps_in_sqrt: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     """RMSprop's direction, the gradient over the running RMS (with momentum, its trace),

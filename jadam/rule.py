@@ -9,8 +9,9 @@ count, the learning rate, weight decay and ``maximize``, which are the same for 
 A rule works in two stages, so that per-step scalars are computed once per step rather than once
 per leaf:
 
-1. ``scalars(hp, t, carry)`` takes the float32 hyperparameters, the 1-based step number ``t``
-   (a float32 scalar) and any scalar state the rule carries between steps, and returns the
+1. ``scalars(hp, t, carry)`` takes the hyperparameters, the 1-based step number ``t`` and any
+   scalar state the rule carries between steps, all scalars of one dtype (float32, or float64
+   for float64 leaves; the code must not fix it), and returns the
    scalars the step needs, such as bias corrections, and the new carry.
 2. ``apply(s, g, state, p)`` takes those scalars, the gradient, a mapping from moment name to
    array and the parameter (or ``None``), all in one compute dtype, and returns the direction and
@@ -46,8 +47,9 @@ class Moment(NamedTuple):
     Attributes:
       name: the field of the optimizer's state that holds it, e.g. ``"mu"``.
       dtype: its dtype; ``None`` means the dtype of the parameter it belongs to.
-      init: its initial value (Adagrad starts its sum at ``initial_accumulator_value``), or
-        ``"params"`` for a copy of the parameter (Schedule-Free's base sequence).
+      init: its initial value (Adagrad starts its sum at ``initial_accumulator_value``), a
+        number or a scalar array (``optax.inject_hyperparams`` passes one), or ``"params"``
+        for a copy of the parameter (Schedule-Free's base sequence).
       shape: a function from the parameter's shape to the moment's (Adafactor keeps factored
         row and column moments); ``None`` means the parameter's shape.
       nonnegative: whether the moment is never negative (second moments, accumulators), which
@@ -56,7 +58,7 @@ class Moment(NamedTuple):
 
     name: str
     dtype: DTypeLike | None = None
-    init: float | str = 0.0
+    init: float | jax.Array | str = 0.0
     shape: Callable[[tuple[int, ...]], tuple[int, ...]] | None = None
     nonnegative: bool = False
 
@@ -67,7 +69,7 @@ class Rule:
     and implement :meth:`apply` (and :meth:`scalars` where a step needs per-step scalars).
 
     Attributes:
-      hyperparams: the validated float32 hyperparameters the math reads.
+      hyperparams: the validated hyperparameters the math reads.
       moments: the per-parameter state, in the order the state type lists it.
     """
 
@@ -162,8 +164,3 @@ def bias_correction(decay: jax.Array, t: jax.Array) -> jax.Array:
     ``decay = 0``, as it should.
     """
     return -jnp.expm1(t * jnp.log1p(-(1 - decay)))
-
-
-def cast_scalars(s: Mapping[str, jax.Array], dtype: DTypeLike) -> dict[str, jax.Array]:
-    """The per-step scalars in the compute dtype of one leaf."""
-    return {k: jnp.asarray(v).astype(dtype) for k, v in s.items()}

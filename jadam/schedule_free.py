@@ -5,7 +5,6 @@ that average and the base sequence."""
 from __future__ import annotations
 
 import dataclasses
-import operator
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -42,7 +41,6 @@ class ScheduleFreeRule(Rule):
     average kept implicit: the parameters are y, the state keeps z, and x = (y - (1 - b1) z) /
     b1."""
 
-    warmup_steps: int = 0
     state_type = ScaleByScheduleFreeState
     needs_params = True
     takes_learning_rate = True
@@ -55,7 +53,9 @@ class ScheduleFreeRule(Rule):
         self, hp: Mapping[str, jax.Array], t: jax.Array, carry: Mapping[str, jax.Array]
     ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
         b2 = hp["b2"]
-        warmup = jnp.minimum(t / self.warmup_steps, 1) if self.warmup_steps else 1
+        # A hyperparameter like the others (optax.inject_hyperparams may trace it); 0: none.
+        steps = hp["warmup_steps"]
+        warmup = jnp.where(steps > 0, jnp.minimum(t / jnp.maximum(steps, 1), 1), 1)
         # gamma_t = lr * sqrt(1 - b2^t) * warmup: Adam's bias correction moved into the rate.
         lr_t = hp["learning_rate"] * warmup * jnp.sqrt(bias_correction(b2, t))
         lr_max = jnp.maximum(carry["lr_max"], lr_t)
@@ -161,21 +161,14 @@ def schedule_free_adamw(
     hp = {
         **adam_hyperparams(fn, b1, b2, eps),
         "weight_lr_power": hyperparams.scalar(fn, "weight_lr_power", weight_lr_power),
+        "warmup_steps": hyperparams.steps(fn, "warmup_steps", warmup_steps, minimum=0),
     }
-    try:
-        warmup = operator.index(warmup_steps)
-    except TypeError:
-        warmup = -1
-    if warmup < 0 or isinstance(warmup_steps, bool):
-        raise ValueError(
-            f"{fn}(warmup_steps={warmup_steps!r}): warmup_steps must be an integer >= 0"
-        )
     moments = (
         Moment("z", hyperparams.float_dtype(fn, "z_dtype", z_dtype), init="params"),
         Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype), nonnegative=True),
     )
     return layout.optimizer(
-        ScheduleFreeRule(hp, moments, warmup_steps=warmup), fn=fn, learning_rate=learning_rate,
+        ScheduleFreeRule(hp, moments), fn=fn, learning_rate=learning_rate,
         weight_decay=weight_decay, mask=mask, maximize=maximize,
     )
 

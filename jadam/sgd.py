@@ -9,6 +9,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
@@ -40,7 +41,7 @@ class SGDRule(Rule):
         if not self.moments:
             return {}, dict(carry)
         # torch starts the buffer at the first gradient itself, undamped.
-        take = jnp.where(t == 1, jnp.float32(1), 1 - hp["dampening"])
+        take = jnp.where(t == 1, jnp.ones_like(t), 1 - hp["dampening"])
         return {"momentum": hp["momentum"], "take": take}, dict(carry)
 
     def apply(
@@ -60,12 +61,13 @@ class SGDRule(Rule):
 
 def sgd(
     learning_rate: ScalarOrSchedule,
-    momentum: Scalar = 0.0,
+    momentum: Scalar | None = None,
     *,
     dampening: Scalar = 0.0,
     nesterov: bool = False,
     weight_decay: ScalarOrSchedule = 0.0,
     maximize: bool = False,
+    accumulator_dtype: DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Stochastic gradient descent with optional momentum (Polyak) or Nesterov momentum.
 
@@ -81,12 +83,14 @@ def sgd(
 
     Args:
       learning_rate: :math:`\alpha`, a number or an optax schedule; required, as in torch.
-      momentum: :math:`\mu` >= 0. The number 0 keeps no buffer.
+      momentum: :math:`\mu` >= 0. ``None`` (the default) or the number 0 keeps no buffer;
+        an array, even a zero one (as ``optax.inject_hyperparams`` passes), keeps one.
       dampening: :math:`\tau` in [0, 1], damps the gradient's share of the buffer.
       nesterov: Nesterov momentum (Sutskever et al., 2013); needs momentum > 0 and no
         dampening.
       weight_decay: :math:`\lambda` >= 0, coupled L2 (added to the gradient).
       maximize: ascend instead of descending.
+      accumulator_dtype: the momentum buffer's dtype (optax's name); default the parameter's.
 
     Returns:
       An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleBySGDState`.
@@ -111,15 +115,18 @@ def sgd(
       deep learning*, ICML 2013, https://proceedings.mlr.press/v28/sutskever13.html.
     """
     fn = "jadam.sgd"
-    rule = _sgd_rule(fn, momentum, dampening, nesterov)
+    rule = _sgd_rule(fn, momentum, dampening, nesterov, accumulator_dtype)
     return layout.optimizer(
         rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay, maximize=maximize
     )
 
 
-def _sgd_rule(fn: str, momentum: Scalar, dampening: Scalar, nesterov: bool) -> SGDRule:
+def _sgd_rule(
+    fn: str, momentum: Scalar | None, dampening: Scalar, nesterov: bool,
+    accumulator_dtype: DTypeLike | None,
+) -> SGDRule:
     hp = {
-        "momentum": hyperparams.scalar(fn, "momentum", momentum),
+        "momentum": hyperparams.scalar(fn, "momentum", 0.0 if momentum is None else momentum),
         "dampening": hyperparams.scalar(fn, "dampening", dampening, high=1.0),
     }
     momentum_, dampening_ = hyperparams.known(hp["momentum"]), hyperparams.known(hp["dampening"])
@@ -128,12 +135,14 @@ def _sgd_rule(fn: str, momentum: Scalar, dampening: Scalar, nesterov: bool) -> S
             f"{fn}(nesterov=True): Nesterov momentum needs momentum > 0 and dampening = 0, got "
             f"momentum={momentum}, dampening={dampening}"
         )
-    moments = () if hyperparams.is_zero(hp["momentum"]) else (Moment("trace"),)
+    dtype = hyperparams.float_dtype(fn, "accumulator_dtype", accumulator_dtype)
+    moments = () if hyperparams.is_zero(hp["momentum"]) else (Moment("trace", dtype),)
     return SGDRule(hp, moments, nesterov=bool(nesterov))
 
 
 def scale_by_sgd(
-    momentum: Scalar = 0.0, *, dampening: Scalar = 0.0, nesterov: bool = False
+    momentum: Scalar | None = None, *, dampening: Scalar = 0.0, nesterov: bool = False,
+    accumulator_dtype: DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """SGD's direction: the gradient, or its momentum trace (Nesterov's look-ahead with
     ``nesterov``), without learning rate or sign. The math and arguments are :func:`sgd`'s.
@@ -142,4 +151,5 @@ def scale_by_sgd(
       An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleBySGDState`.
     """
     fn = "jadam.scale_by_sgd"
-    return layout.per_leaf(_sgd_rule(fn, momentum, dampening, nesterov), fn=fn)
+    rule = _sgd_rule(fn, momentum, dampening, nesterov, accumulator_dtype)
+    return layout.per_leaf(rule, fn=fn)

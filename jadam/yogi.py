@@ -52,7 +52,7 @@ def yogi(
     b2: Scalar = 0.999,
     eps: Scalar = 1e-3,
     *,
-    initial_accumulator_value: float = 1e-6,
+    initial_accumulator_value: Scalar = 1e-6,
     weight_decay: ScalarOrSchedule = 0.0,
     maximize: bool = False,
     mu_dtype: DTypeLike | None = None,
@@ -73,7 +73,7 @@ def yogi(
       learning_rate: :math:`\alpha`; the paper's default 1e-2.
       b1, b2: :math:`\beta_1, \beta_2` in [0, 1).
       eps: :math:`\epsilon` >= 0; the paper's default 1e-3.
-      initial_accumulator_value: :math:`v_0` >= 0 (a Python number: it shapes the state).
+      initial_accumulator_value: :math:`v_0` >= 0 (a number or a scalar array).
       weight_decay: coupled L2 (added to the gradient), >= 0.
       maximize: ascend instead of descending.
       mu_dtype, nu_dtype: the moments' dtypes; default the parameter's.
@@ -104,11 +104,11 @@ def yogi(
 
 
 def _yogi_rule(
-    fn: str, b1: Scalar, b2: Scalar, eps: Scalar, initial_accumulator_value: float,
+    fn: str, b1: Scalar, b2: Scalar, eps: Scalar, initial_accumulator_value: Scalar,
     mu_dtype: DTypeLike | None, nu_dtype: DTypeLike | None,
 ) -> YogiRule:
     hp = adam_hyperparams(fn, b1, b2, eps)
-    initial = float(hyperparams.scalar(fn, "initial_accumulator_value", initial_accumulator_value))
+    initial = hyperparams.scalar(fn, "initial_accumulator_value", initial_accumulator_value)
     return YogiRule(hp, mu_nu(fn, mu_dtype, nu_dtype, nu_init=initial))
 
 
@@ -117,7 +117,7 @@ def scale_by_yogi(
     b2: Scalar = 0.999,
     eps: Scalar = 1e-3,
     *,
-    initial_accumulator_value: float = 1e-6,
+    initial_accumulator_value: Scalar = 1e-6,
     mu_dtype: DTypeLike | None = None,
     nu_dtype: DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:

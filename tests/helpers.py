@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+#: Whether this process runs with the CPU instruction set capped below FMA, as
+#: tests/test_without_fma.py runs the tests whose claims are bit for bit only there.
+WITHOUT_FMA = "--xla_cpu_max_isa=AVX" in os.environ.get("XLA_FLAGS", "")
 
 # Leaves of several ranks, one of them empty; gradient scales differ by 1e4 so that eps matters
 # for some leaves and not for others.
@@ -131,3 +136,49 @@ def float32_hyperparams(ref: Any) -> Any:
         if isinstance(getattr(ref, f.name), float)
     }
     return dataclasses.replace(ref, **rounded)
+
+
+def max_ulps_apart(a: Any, b: Any) -> float:
+    """The largest distance between two arrays of one floating dtype, in units in the last
+    place of that dtype at the larger magnitude of each pair (0 where both are NaN)."""
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.dtype == b.dtype, (a.dtype, b.dtype)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    info = jnp.finfo(a.dtype)
+    x, y = a.astype(np.float64), b.astype(np.float64)
+    both_nan = np.isnan(x) & np.isnan(y)
+    top = np.maximum(np.maximum(np.abs(x), np.abs(y)), float(info.tiny))
+    ulp = 2.0 ** (np.floor(np.log2(top)) - info.nmant)
+    with np.errstate(invalid="ignore"):
+        apart = np.where(both_nan | (x == y), 0.0, np.abs(x - y) / ulp)
+    return float(np.max(apart, initial=0.0))
+
+
+def assert_trees_within_ulps(a: Any, b: Any, ulps: float) -> None:
+    """Same structure, shapes and dtypes, and every floating leaf within ``ulps`` (others
+    equal)."""
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        x, y = np.asarray(x), np.asarray(y)
+        assert x.dtype == y.dtype, (x.dtype, y.dtype)
+        assert x.shape == y.shape, (x.shape, y.shape)
+        if jnp.issubdtype(x.dtype, jnp.floating):
+            assert max_ulps_apart(x, y) <= ulps, (max_ulps_apart(x, y), x, y)
+        else:
+            np.testing.assert_array_equal(x, y)
+
+
+def assert_trees_within_scale_ulps(a: Any, b: Any, ulps: float) -> None:
+    """Same structure, shapes and dtypes, and each floating leaf of ``a`` within ``ulps`` ulps
+    of its dtype times the leaf's largest magnitude in ``b`` (normwise), others equal."""
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        x, y = np.asarray(x), np.asarray(y)
+        assert x.dtype == y.dtype, (x.dtype, y.dtype)
+        assert x.shape == y.shape, (x.shape, y.shape)
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            np.testing.assert_array_equal(x, y)
+        elif x.size:
+            y64 = y.astype(np.float64)
+            tol = ulps * float(jnp.finfo(x.dtype).eps) * float(np.max(np.abs(y64)))
+            np.testing.assert_allclose(x.astype(np.float64), y64, rtol=0, atol=tol)

@@ -64,6 +64,21 @@ class Case:
     def accepts(self, name: str) -> bool:
         return name in inspect.signature(self.ctor).parameters
 
+    def injected(self) -> optax.GradientTransformation:
+        """The case under ``optax.inject_hyperparams``, which takes every numeric argument as an
+        array and every function for a schedule unless named in ``static_args``."""
+        return inject(self.ctor, self.kwargs)
+
+
+def inject(ctor: Callable[..., Any], kwargs: dict[str, Any]) -> optax.GradientTransformation:
+    """``optax.inject_hyperparams(ctor)(**kwargs)``, a partial's keywords passed as arguments, and
+    the arguments that are functions but not schedules (``partition``, ``mask``) static."""
+    if isinstance(ctor, functools.partial):
+        ctor, kwargs = ctor.func, {**ctor.keywords, **kwargs}
+    names = inspect.signature(ctor).parameters
+    static = tuple(n for n in ("partition", "mask") if n in names)
+    return optax.inject_hyperparams(ctor, static_args=static)(**kwargs)
+
 
 # Adam-mini with one block per parameter is AdamW.
 _adam_mini_as_adamw = functools.partial(jadam.adam_mini, partition=lambda path, shape: ())

@@ -555,8 +555,8 @@ class Adafactor:
         shape = np.shape(p)
         if len(shape) >= 2:
             return {"v_row": np.zeros(shape[:-1]), "v_col": np.zeros(shape[:-2] + shape[-1:]),
-                    "v": np.zeros((0,))}
-        return {"v_row": np.zeros((0,)), "v_col": np.zeros((0,)), "v": np.zeros(shape)}
+                    "v": np.zeros((1,))}
+        return {"v_row": np.zeros((1,)), "v_col": np.zeros((1,)), "v": np.zeros(shape)}
 
     def step(self, state, g, p, t):
         x = np.asarray(p, np.float64)

@@ -110,7 +110,9 @@ def main() -> None:
                     jax.tree.leaves((params, params, s)), strict=True))
             # The parameters and updates, and the state where its layout is the same (a leaf
             # split over devices is neither packed nor quantized).
-            same_layout = jax.tree.structure(s) == jax.tree.structure(s1)
+            same_layout = jax.tree.structure(s) == jax.tree.structure(s1) and all(
+                (a.shape, a.dtype) == (b.shape, b.dtype)
+                for a, b in zip(jax.tree.leaves(s), jax.tree.leaves(s1), strict=True))
             pairs = (jax.tree.leaves((p, u, s) if same_layout else (p, u)),
                      jax.tree.leaves((p1, u1, s1) if same_layout else (p1, u1)))
             diffs = [float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)),

@@ -126,11 +126,13 @@ _unit = st.floats(0.0, 0.999, allow_subnormal=False)
     weight_decay=st.floats(1e-4, 0.5),
 )
 @settings(max_examples=15)
-def test_any_fixed_hyperparameters_equal_traced_ones_bitwise(lr, b1, b2, eps, weight_decay):
+def test_any_fixed_hyperparameters_equal_traced_ones(lr, b1, b2, eps, weight_decay):
     """For arbitrary values, including 0, 0.5 and 1 which XLA would love to fold, a Python float
-    and the same float32 value passed to the jitted step give the same bits (10 steps of AdamW
-    with AMSGrad and Nesterov, which read every hyperparameter, each step fused with the
-    parameter update as in a real training step)."""
+    and the same float32 value passed to the jitted step give the same bits without FMA (10
+    steps of AdamW with AMSGrad and Nesterov, which read every hyperparameter, each step fused
+    with the parameter update as in a real training step; tests/test_without_fma.py runs this
+    test so). With FMA, XLA's loops around a constant and around an argument may contract
+    multiply-adds differently: 4 ulps of scale."""
     params = helpers.random_tree(np.random.default_rng(0))
     grads = helpers.gradient_sequence(1, 10)
     hp = {"learning_rate": lr, "b1": b1, "b2": b2, "eps": eps, "weight_decay": weight_decay}
@@ -148,7 +150,10 @@ def test_any_fixed_hyperparameters_equal_traced_ones_bitwise(lr, b1, b2, eps, we
     for g in grads:
         fixed = fixed_step(g, fixed[1], fixed[0])
         traced = traced_step(g, traced[1], traced[0], traced_hp)
-    chex.assert_trees_all_equal(fixed, traced)
+    if helpers.WITHOUT_FMA:
+        chex.assert_trees_all_equal(fixed, traced)
+    else:
+        helpers.assert_trees_within_scale_ulps(traced, fixed, ulps=4)
 
 
 def test_zero_weight_decay_fixed_or_traced_gives_the_same_updates() -> None:

@@ -122,14 +122,18 @@ def _run(case: Case, params: dict, grads: list, hp: dict) -> dict:
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids)
-def test_traced_hyperparameters_are_bit_identical(case: Case) -> None:
-    """The same values as Python floats and as traced jit arguments give the same bits."""
+def test_traced_hyperparameters_match_fixed(case: Case) -> None:
+    """The same values as Python floats and as traced jit arguments give the same results:
+    bit for bit without FMA (tests/test_without_fma.py). Here, with the host's instruction
+    set, XLA copies a fixed value into each loop as a constant expression and a traced one
+    as an argument, and LLVM may contract a multiply-add differently in the two (seen: NAdam,
+    1 ulp): 4 float32 ulps of each leaf's largest |parameter| after 20 steps."""
     numeric = case.numeric_kwargs
     params = helpers.random_tree(np.random.default_rng(0))
     run = functools.partial(_run, case, params, helpers.gradient_sequence(1, 20))
     fixed = jax.jit(lambda: run(numeric))()
     traced = jax.jit(run)({k: jnp.float32(v) for k, v in numeric.items()})
-    chex.assert_trees_all_equal(fixed, traced)
+    helpers.assert_trees_within_scale_ulps(traced, fixed, ulps=4)
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids)

@@ -68,6 +68,29 @@ def test_the_golden_checkpoint_loads() -> None:
         chex.assert_tree_all_finite(updates)
 
 
+def test_a_format_1_checkpoint_of_8bit_state_loads() -> None:
+    """tests/golden/states-v1-8bit was written by jadam at commit 033ec55 (format 1, each 8-bit
+    moment a (codes, scales) pair), with its moments decoded by that version beside it in
+    states-v1-8bit-decoded.npz: restored into today's state (one uint8 array per moment), it
+    decodes to the same values exactly, and training goes on from it."""
+    rng = np.random.default_rng(2027)
+    params = {"w": jnp.asarray(rng.standard_normal((20, 30)), jnp.float32), "b": jnp.zeros(30)}
+    tx = jadam.quantized(jadam.adam(1e-2), min_size=256)
+    like = {"params": params, "adam_8bit": jax.eval_shape(tx.init, params)}
+    got = jadam.checkpoint.restore(GOLDEN.parent / "states-v1-8bit", like=like)
+    chex.assert_trees_all_equal_shapes_and_dtypes(got, like)
+    chex.assert_trees_all_equal(got["params"], params)
+    decoded = np.load(GOLDEN.parent / "states-v1-8bit-decoded.npz")
+    state = got["adam_8bit"]
+    for name, signed in (("mu", True), ("nu", False)):
+        np.testing.assert_array_equal(
+            jadam.quantize.dequantize(getattr(state, name)["w"], (20, 30), signed=signed),
+            decoded[name])
+    assert int(state.count) == 3
+    updates, _ = tx.update(params, state, params)
+    chex.assert_tree_all_finite(updates)
+
+
 def test_save_refuses_to_overwrite_unless_asked(tmp_path: pathlib.Path) -> None:
     first = {"a": jnp.ones(3)}
     jadam.checkpoint.save(tmp_path / "c", first)

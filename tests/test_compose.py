@@ -66,16 +66,18 @@ def test_schedule_learning_rate() -> None:
 
 
 @pytest.mark.parametrize("ctor", [jadam.adam, jadam.adamw])
-def test_inject_hyperparams_is_bit_identical_to_fixed(ctor) -> None:
-    """optax.inject_hyperparams(jadam.adam) (values live in the state as arrays) gives exactly
-    the updates of the fixed-value optimizer over 500 steps. (optax.adam under
-    inject_hyperparams is not: 2.4e-7 apart after these 500 steps, measured 2026-11-24.)"""
+def test_inject_hyperparams_follows_fixed_for_500_steps(ctor) -> None:
+    """optax.inject_hyperparams(jadam.adam) (values live in the state as arrays) follows the
+    fixed-value optimizer over 500 steps: bit for bit without FMA (tests/test_without_fma.py
+    checks three steps of every optimizer) and on this project's Xeon, and to 4 ulps of scale
+    wherever FMA contraction may differ (tests/test_inject.py). (optax.adam under
+    inject_hyperparams is 2.4e-7 apart after these 500 steps, measured 2026-11-24.)"""
     params, grads = _params_and_grads(500)
     hp = {"learning_rate": 3e-3, "b1": 0.85, "b2": 0.995, "eps": 1e-7}
     fixed = _run(ctor(**hp), params, grads)
     injected = _run(optax.inject_hyperparams(ctor, hyperparam_dtype=jnp.float32)(**hp),
                     params, grads)
-    chex.assert_trees_all_equal(fixed, injected)
+    helpers.assert_trees_within_scale_ulps(injected, fixed, ulps=4)
 
 
 def test_inject_hyperparams_allows_changing_the_learning_rate() -> None:

@@ -18,6 +18,7 @@ import pytest
 
 import jadam
 from examples import data, mnist_cnn
+from tests.helpers import WITHOUT_FMA
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "mnist_cnn.py"
@@ -60,17 +61,22 @@ def test_same_seed_same_result(digits) -> None:
 
 
 def test_state_layouts_train_alike(digits) -> None:
-    """--state packed gives the plain run's parameters bit for bit (packing changes where the
-    state lives, not the math); 8-bit state trains to within 2 points of test accuracy (4
-    epochs of the digits: seen 94.99% plain, 94.43% 8-bit)."""
+    """--state packed gives the plain run's parameters bit for bit without FMA (packing
+    changes where the state lives, not the math; tests/test_without_fma.py runs this test
+    so). With FMA a buffer and a leaf may round 1 ulp apart, which 4 epochs of training
+    amplify: then the same test accuracy to 1 point. 8-bit state trains to within 2 points of
+    test accuracy (4 epochs of the digits: seen 94.99% plain, 94.43% 8-bit)."""
     runs = {state: mnist_cnn.train_and_evaluate(
         _config(epochs=4, batch_size=64, state=state), digits, log=lambda _: None)
         for state in ("plain", "packed", "8bit")}
     trainer_state = mnist_cnn.Trainer(_config(state="packed-8bit"), (8, 8, 1), 10).opt_state
     assert isinstance(trainer_state, jadam.PackedState)
-    for a, b in zip(jax.tree.leaves(runs["plain"]["params"]),
-                    jax.tree.leaves(runs["packed"]["params"]), strict=True):
-        np.testing.assert_array_equal(a, b)
+    if WITHOUT_FMA:
+        for a, b in zip(jax.tree.leaves(runs["plain"]["params"]),
+                        jax.tree.leaves(runs["packed"]["params"]), strict=True):
+            np.testing.assert_array_equal(a, b)
+    else:
+        assert abs(runs["plain"]["test_accuracy"] - runs["packed"]["test_accuracy"]) <= 0.01
     gap = runs["plain"]["test_accuracy"] - runs["8bit"]["test_accuracy"]
     assert abs(gap) <= 0.02, gap
 

@@ -24,7 +24,7 @@ def test_all_is_the_public_api() -> None:
     assert sorted(jadam.__all__) == sorted(
         ["OptimizerInfo", "optimizers", "schedule_free_eval_params", "adam_mini_partition",
          "cautious", "tune", "pack", "unpack", "packed", "Packed", "PackIndex", "PackedState",
-         "quantized", "Quantized", "one_pass", "checkpoint", "skip_nonfinite", "state_shardings",
+         "quantized", "quantize", "one_pass", "checkpoint", "skip_nonfinite", "state_shardings",
          "SkipNonfiniteState",
          *jadam.optimizers, *states, *directions]
     )

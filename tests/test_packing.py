@@ -1,5 +1,12 @@
 """Packed layouts: jadam.packed (packed optimizer state) and jadam.pack / jadam.unpack (packed
-parameters) give exactly the updates of the plain layout, for every elementwise optimizer."""
+parameters) give the updates of the plain layout, for every elementwise optimizer.
+
+Bit for bit where the CPU has no fused multiply-add to contract: tests/test_without_fma.py checks
+that in a process with the instruction set capped. Here, with the host's full instruction set,
+a buffer and a leaf are loops of different lengths, which LLVM may vectorise and contract into
+FMAs differently (on an AMD EPYC with AVX and FMA, 2 of 20 entries were 1 ulp apart;
+shared/notes/cpus-and-bits.md): computed results are compared to 2 ulps of their dtype.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +23,7 @@ import pytest
 
 import jadam
 from jadam import packing
-from tests.helpers import gradient_sequence, random_tree
+from tests.helpers import assert_trees_within_ulps, gradient_sequence, random_tree
 from tests.optimizers import CASES
 
 # Optimizers whose math reduces over each array: they cannot share a buffer.
@@ -45,6 +52,11 @@ def _grads(seed: int, steps: int) -> list[dict]:
         g["half"] = jnp.asarray(rng.standard_normal(9) * 1e-2, jnp.bfloat16)
         out.append(g)
     return out
+
+
+def _assert_same_but_fma(a: object, b: object) -> None:
+    """Equal up to FMA contraction (module docstring): 2 ulps of each leaf's dtype."""
+    assert_trees_within_ulps(a, b, ulps=2)
 
 
 def _assert_same(a: object, b: object) -> None:
@@ -82,8 +94,8 @@ def test_packed_state_gives_the_same_updates(case) -> None:
         packed = _run(packed_tx, params, grads)
     index = packed[2].index
     assert len(index.plan.packed) == 4  # vec, scalar, empty and the bfloat16 leaf
-    _assert_same(plain[:2], packed[:2])
-    _assert_same(plain[2], packed[2].unpacked())
+    _assert_same_but_fma(plain[:2], packed[:2])
+    _assert_same_but_fma(plain[2], packed[2].unpacked())
 
 
 def test_weight_decay_mask_and_moment_dtypes_split_groups() -> None:
@@ -93,8 +105,8 @@ def test_weight_decay_mask_and_moment_dtypes_split_groups() -> None:
     tx = jadam.adamw(1e-2, weight_decay=0.1, mask=mask, mu_dtype=jnp.bfloat16)
     packed_tx = jadam.packed(tx, min_size=1000)
     plain, packed = _run(tx, params, grads), _run(packed_tx, params, grads)
-    _assert_same(plain[:2], packed[:2])
-    _assert_same(plain[2], packed[2].unpacked())
+    _assert_same_but_fma(plain[:2], packed[:2])
+    _assert_same_but_fma(plain[2], packed[2].unpacked())
     # Groups: (decayed, float32 nu), (undecayed, float32 nu), (undecayed, bfloat16 nu): the
     # bfloat16 parameter's nu is bfloat16 (its dtype), mu is bfloat16 everywhere.
     mu, nu = packed[2].inner.mu, packed[2].inner.nu
@@ -137,7 +149,7 @@ def test_schedule_free_eval_params_reads_a_packed_state() -> None:
     grads = gradient_sequence(7, 3)
     tx = jadam.schedule_free_adamw(1e-2)
     plain, packed = _run(tx, params, grads), _run(jadam.packed(tx), params, grads)
-    _assert_same(jadam.schedule_free_eval_params(plain[2], plain[1]),
+    _assert_same_but_fma(jadam.schedule_free_eval_params(plain[2], plain[1]),
                  jadam.schedule_free_eval_params(packed[2], packed[1]))
 
 
@@ -198,7 +210,8 @@ def test_unpack_slices_at_runtime_offsets() -> None:
 
 def test_training_on_packed_parameters_matches_the_plain_tree(standard_promotion) -> None:
     """Packed parameters with any optimizer (here jadam's and optax's Adam) follow the plain
-    run: bit for bit with jadam. optax's Adam compiles its constants into each operation, and
+    run: with jadam to 2 ulps (FMA contraction, see the module docstring; bit for bit on this
+    Xeon). optax's Adam compiles its constants into each operation, and
     XLA:CPU's code for a 4-element array and a 128-element buffer then rounds 1 ulp apart
     (seen: 9e-10 in the first update), so it is checked to 2e-6 after 5 steps."""
     rng = np.random.default_rng(9)
@@ -223,7 +236,7 @@ def test_training_on_packed_parameters_matches_the_plain_tree(standard_promotion
             uq, sq = tx.update(jax.grad(packed_loss)(q), sq, q)
             q = optax.apply_updates(q, uq)
         if isinstance(tx, jadam.layout.Transformation):
-            _assert_same(jadam.unpack(q, index), p)
+            _assert_same_but_fma(jadam.unpack(q, index), p)
         else:
             for x, y in zip(jax.tree.leaves(jadam.unpack(q, index)), jax.tree.leaves(p),
                             strict=True):

@@ -70,6 +70,8 @@ def _ranges(name: str) -> dict[str, tuple[float, float]]:
     defaults = jadam.optimizers[name].defaults
     ranges = {arg: r for arg, default in defaults.items() if (r := _range(arg, default))}
     ranges.setdefault("learning_rate", (1e-4, 0.5))  # SGD has no default
+    if defaults.get("momentum", 0.0) is None:  # SGD's and RMSprop's: None keeps no buffer
+        ranges["momentum"] = (0.0, 0.99)
     return ranges
 
 

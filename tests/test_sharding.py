@@ -4,6 +4,13 @@ One subprocess (tests/sharded_updates.py) runs every optimizer, and Adam with pa
 8-bit state, with its parameters replicated, split over the model axis by rows, by columns,
 over both axes, and replicated with the state split over the data axis (ZeRO-1), three steps
 each, and reports against the one-device run. The tests here read that report.
+
+The subprocess runs with the CPU instruction set capped at AVX (``--xla_cpu_max_isa=AVX``), so
+that LLVM has no fused multiply-add to contract: a shard is another shape than the whole array,
+and with FMA, XLA:CPU vectorises and contracts the two differently depending on the CPU (on an
+AMD EPYC with AVX and FMA, one-device and sharded updates differed by 1 ulp in 15 optimizers;
+``shared/notes/cpus-and-bits.md``). Without FMA the same arithmetic gives the same bits on every
+x86-64 CPU, which is what the "bit for bit" claims below are about.
 """
 
 from __future__ import annotations
@@ -48,7 +55,8 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
             assert time.monotonic() < deadline, "the other worker's sharding report never came"
             time.sleep(1)
         return json.loads(done.read_text())
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+    flags = "--xla_force_host_platform_device_count=8 --xla_cpu_max_isa=AVX"
+    env = {**os.environ, "XLA_FLAGS": flags,
            "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, str(ROOT / "tests" / "sharded_updates.py")],
                          env=env, capture_output=True, text=True, timeout=1200)
@@ -77,12 +85,12 @@ def test_split_parameters_need_no_collective_the_math_does_not(report: dict, nam
 
 @pytest.mark.parametrize("name", NAMES)
 def test_split_updates_equal_the_one_device_updates(report: dict, name: str) -> None:
-    """Bit for bit for the elementwise optimizers (each device computes its entries exactly
-    as one device would). The reducing ones sum in another order across shards: 1e-6 of each
-    array's largest |value| after three steps (observed at most 2.9e-7). 8-bit Adam: a leaf
-    split over devices keeps float32 moments, so it differs from one device's 8-bit state by
-    the quantization error (observed 2.7e-2; 5e-2 allowed); the leaves that are not split
-    are quantized alike."""
+    """Bit for bit for the elementwise optimizers without FMA (each device computes its
+    entries exactly as one device would). The reducing ones sum in another order across
+    shards: 1e-6 of each array's largest |value| after three steps (observed at most 2.9e-7).
+    8-bit Adam: a leaf split over devices keeps float32 moments, so it differs from one
+    device's 8-bit state by the quantization error (observed 2.7e-2; 5e-2 allowed); the
+    leaves that are not split are quantized alike."""
     for part in SPLIT:
         r = report[f"{name}/{part}"]
         if name == "adam-8bit":
@@ -130,3 +138,46 @@ def test_state_shardings_refuses_unplaced_parameters_and_unknown_axes() -> None:
         jadam.state_shardings(jadam.adam(), params, zero_axis="batch")
     shardings = jadam.state_shardings(jadam.adam(), params, zero_axis="data")
     assert shardings.mu["w"].spec == jax.sharding.PartitionSpec("data")
+
+
+_EXPLICIT = """
+import json, warnings, jax, jax.numpy as jnp, jadam
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+out = {}
+for kind in (AxisType.Explicit, AxisType.Auto):
+    mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(kind,) * 2)
+    with jax.set_mesh(mesh):
+        params = {"w": jax.device_put(jnp.ones((8, 16)), NamedSharding(mesh, P(None, "model"))),
+                  "b": jax.device_put(jnp.ones(16), NamedSharding(mesh, P("model"))),
+                  "c": jax.device_put(jnp.ones(12), NamedSharding(mesh, P()))}
+        for tx in (jadam.packed(jadam.adam(1e-3)),
+                   jadam.quantized(jadam.adam(1e-3), min_size=8)):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                state = jax.jit(tx.init)(params)
+            step = jax.jit(tx.update)
+            u, _ = step(params, state, params)
+            text = step.lower(params, state, params).compile().as_text()
+            out[f"{kind.name}/{type(state).__name__}"] = {
+                "warned": any("init() under jit" in str(w.message) for w in caught),
+                "gathers": "all-gather" in text or "all-to-all" in text,
+                "w_spec": str(u["w"].sharding.spec)}
+print(json.dumps(out))
+"""
+
+
+def test_init_under_jit_sees_explicit_shardings_and_warns_on_automatic_ones() -> None:
+    """jax.jit(tx.init) for packed and 8-bit state. Under an explicit-sharding mesh a tracer
+    shows its sharding: the leaves split over the model axis stay as they are, and the update
+    needs no collective (it failed with ShardingTypeError: a reshape of a split array). Under
+    an automatic mesh a trace cannot tell: init warns to call it outside jit."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+           "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", _EXPLICIT], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    for layout in ("PackedState", "ScaleByAdamState"):
+        explicit, auto = report[f"Explicit/{layout}"], report[f"Auto/{layout}"]
+        assert explicit == {"warned": False, "gathers": False, "w_spec": "P(None, 'model')"}
+        assert auto["warned"], auto
