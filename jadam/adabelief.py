@@ -14,7 +14,7 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import BiasCorrected, adam_hyperparams, ema, mu_nu
+from jadam.rule import BiasCorrected, adam_hyperparams, ema, mu_nu, square
 
 
 class ScaleByBeliefState(NamedTuple):
@@ -42,7 +42,7 @@ class AdaBeliefRule(BiasCorrected):
         del p
         mu = ema(state["mu"], g, s["b1"])
         surprise = g - mu
-        nu = ema(state["nu"], surprise * surprise, s["b2"]) + s["eps_root"]
+        nu = ema(state["nu"], square(surprise), s["b2"]) + s["eps_root"]
         direction = (mu / s["bc1"]) / (jnp.sqrt(nu / s["bc2"]) + s["eps"])
         return direction, {"mu": mu, "nu": nu}
 

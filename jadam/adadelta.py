@@ -12,7 +12,7 @@ import optax
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Moment, Rule, ema
+from jadam.rule import Moment, Rule, ema, square
 
 
 class ScaleByAdadeltaState(NamedTuple):
@@ -38,9 +38,9 @@ class AdadeltaRule(Rule):
         p: jax.Array | None,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         del p
-        square_avg = ema(state["square_avg"], g * g, s["rho"])
+        square_avg = ema(state["square_avg"], square(g), s["rho"])
         delta = jnp.sqrt(state["acc_delta"] + s["eps"]) / jnp.sqrt(square_avg + s["eps"]) * g
-        acc_delta = ema(state["acc_delta"], delta * delta, s["rho"])
+        acc_delta = ema(state["acc_delta"], square(delta), s["rho"])
         return delta, {"square_avg": square_avg, "acc_delta": acc_delta}
 
 

@@ -16,7 +16,7 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Moment, Rule
+from jadam.rule import Moment, Rule, saturate, square
 
 
 class ScaleByAdafactorState(NamedTuple):
@@ -82,21 +82,22 @@ class AdafactorRule(Rule):
         assert p is not None
         eps1 = s["eps1"] if "eps1" in s else jnp.finfo(g.dtype).eps
         w = s["one_minus_b2"]
-        g2 = g * g
+        g2 = square(g)
         new = dict(state)
         if _factored(g.shape):
             # Means over rows and columns (over none: 0, not NaN, for an empty array).
-            v_row = (1 - w) * state["v_row"] + w * jnp.sum(g2, axis=-1) / max(g.shape[-1], 1)
-            v_col = (1 - w) * state["v_col"] + w * jnp.sum(g2, axis=-2) / max(g.shape[-2], 1)
-            # (The sum saturates rather than overflow: an inf row mean would make inf / inf.)
-            row_sum = jnp.minimum(jnp.sum(v_row, axis=-1, keepdims=True), jnp.finfo(g.dtype).max)
-            row_mean = row_sum / max(v_row.shape[-1], 1)
+            v_row = saturate((1 - w) * state["v_row"]
+                             + w * jnp.sum(g2, axis=-1) / max(g.shape[-1], 1))
+            v_col = saturate((1 - w) * state["v_col"]
+                             + w * jnp.sum(g2, axis=-2) / max(g.shape[-2], 1))
+            # (The sum saturates too: an inf row mean would make inf / inf.)
+            row_mean = saturate(jnp.sum(v_row, axis=-1, keepdims=True)) / max(v_row.shape[-1], 1)
             variance = (v_row[..., :, None] * v_col[..., None, :]) / jnp.maximum(
                 row_mean, eps1
             )[..., None]
             new.update(v_row=v_row, v_col=v_col)
         else:
-            variance = (1 - w) * state["v"] + w * g2
+            variance = saturate((1 - w) * state["v"] + w * g2)
             new["v"] = variance
         u = g / jnp.sqrt(jnp.maximum(variance, eps1 * eps1))
         step = jnp.maximum(s["eps2"], _rms(p)) * s["rho"]

@@ -12,7 +12,7 @@ import optax
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Moment, Rule
+from jadam.rule import Moment, Rule, square
 
 
 class ScaleByAdagradState(NamedTuple):
@@ -41,7 +41,8 @@ class AdagradRule(Rule):
         p: jax.Array | None,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         del p
-        total = state["sum"] + g * g
+        # (The old sum capped at half the largest float: the new one stays finite.)
+        total = jnp.minimum(state["sum"], jnp.finfo(g.dtype).max / 2) + square(g)
         return s["decay"] * g / (jnp.sqrt(total) + s["eps"]), {"sum": total}
 
 

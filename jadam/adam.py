@@ -16,7 +16,7 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Moment, Rule, adam_hyperparams, bias_correction, ema, mu_nu
+from jadam.rule import Moment, Rule, adam_hyperparams, bias_correction, ema, mu_nu, square
 
 
 class ScaleByAdamState(NamedTuple):
@@ -62,7 +62,7 @@ class AdamRule(Rule):
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         del p
         mu = ema(state["mu"], g, s["b1"])
-        nu = ema(state["nu"], g * g, s["b2"])
+        nu = ema(state["nu"], square(g), s["b2"])
         new = {"mu": mu, "nu": nu}
         if self.amsgrad:
             nu = new["nu_max"] = jnp.maximum(state["nu_max"], nu)

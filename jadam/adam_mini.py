@@ -17,7 +17,7 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import BiasCorrected, Moment, adam_hyperparams, ema
+from jadam.rule import BiasCorrected, Moment, adam_hyperparams, ema, square
 
 #: A partition rule: from a leaf's key path and shape to the axes one block spans (the axes
 #: the second moment averages over); ``()`` gives Adam's one value per parameter.
@@ -125,11 +125,13 @@ class AdamMiniRule(BiasCorrected):
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         del p
         mu = ema(state["mu"], g, s["b1"])
-        g2 = g * g
+        g2 = square(g)
         if self.axes:
-            # The mean over each block (of an empty block: 0, not NaN).
+            # The mean over each block (of an empty block: 0, not NaN), its sum capped as the
+            # squares are (jadam.rule.square), so that it stays finite.
             size = math.prod(g.shape[a] for a in self.axes)
-            g2 = jnp.sum(g2, axis=self.axes, keepdims=True) / max(size, 1)
+            total = jnp.sum(g2, axis=self.axes, keepdims=True)
+            g2 = jnp.minimum(total, jnp.finfo(g.dtype).max / 2) / max(size, 1)
         nu = ema(state["nu"], g2, s["b2"])
         direction = (mu / s["bc1"]) / (jnp.sqrt(nu / s["bc2"]) + s["eps"])
         return direction, {"mu": mu, "nu": nu}

@@ -14,7 +14,7 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import LEARNING_RATE, WEIGHT_DECAY, Moment, Rule, bias_correction, ema
+from jadam.rule import LEARNING_RATE, WEIGHT_DECAY, Moment, Rule, bias_correction, ema, square
 
 
 class ScaleByAdanState(NamedTuple):
@@ -64,7 +64,7 @@ class AdanRule(Rule):
         mu = ema(state["mu"], g, s["b1"])
         mu_diff = ema(state["mu_diff"], diff, s["b2"])
         corrected = g + s["b2"] * diff
-        nu = ema(state["nu"], corrected * corrected, s["b3"])
+        nu = ema(state["nu"], square(corrected), s["b3"])
         direction = (mu / s["bc1"] + s["b2"] * (mu_diff / s["bc2"])) / (
             jnp.sqrt(nu / s["bc3"]) + s["eps"]
         )

@@ -14,7 +14,7 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Moment, Rule, bias_correction, ema
+from jadam.rule import Moment, Rule, bias_correction, ema, square
 
 
 class ScaleByAdEMAMixState(NamedTuple):
@@ -70,7 +70,7 @@ class AdEMAMixRule(Rule):
         del p
         mu = ema(state["mu"], g, s["b1"])
         mu_slow = s["b3"] * state["mu_slow"] + s["one_minus_b3"] * g
-        nu = ema(state["nu"], g * g, s["b2"])
+        nu = ema(state["nu"], square(g), s["b2"])
         direction = (mu / s["bc1"] + s["alpha"] * mu_slow) / (
             jnp.sqrt(nu / s["bc2"]) + s["eps"]
         )

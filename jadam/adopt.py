@@ -14,7 +14,7 @@ from jax.typing import DTypeLike
 
 from jadam import layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Rule, adam_hyperparams, ema, mu_nu
+from jadam.rule import Rule, adam_hyperparams, ema, mu_nu, square
 
 
 class ScaleByAdoptState(NamedTuple):
@@ -60,7 +60,7 @@ class AdoptRule(Rule):
             normalised = jnp.clip(normalised, -s["clip"], s["clip"])
         mu = ema(state["mu"], normalised, s["b1"])
         direction = ema(mu, normalised, s["b1"]) if self.nesterov else mu
-        return direction, {"mu": mu, "nu": ema(state["nu"], g * g, s["b2"])}
+        return direction, {"mu": mu, "nu": ema(state["nu"], square(g), s["b2"])}
 
 
 def adopt(

@@ -14,7 +14,7 @@ from jax.typing import DTypeLike
 
 from jadam import layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import WEIGHT_DECAY, BiasCorrected, adam_hyperparams, ema, mu_nu
+from jadam.rule import WEIGHT_DECAY, BiasCorrected, adam_hyperparams, ema, mu_nu, square
 
 
 class ScaleByLambState(NamedTuple):
@@ -53,7 +53,7 @@ class LambRule(BiasCorrected):
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         assert p is not None
         mu = ema(state["mu"], g, s["b1"])
-        nu = ema(state["nu"], g * g, s["b2"])
+        nu = ema(state["nu"], square(g), s["b2"])
         r = (mu / s["bc1"]) / (jnp.sqrt(nu / s["bc2"]) + s["eps"])
         if WEIGHT_DECAY in s:
             r = r + s[WEIGHT_DECAY] * p

@@ -220,12 +220,15 @@ def per_leaf(
 
         count = optax.safe_increment(state.count)
         computed: dict[Any, tuple[dict[str, jax.Array], dict[str, jax.Array]]] = {}
+        frozen = False
 
         def step_scalars(dtype: Any) -> dict[str, jax.Array]:
             """The per-step scalars in ``dtype``, computed in it once per step: float32 for
             float32 (and narrower) leaves, float64 for float64 ones (with x64 enabled), from
             the hyperparameters as given, not as rounded to float32."""
             if dtype not in computed:
+                if frozen:
+                    raise AssertionError(f"{fn}: step scalars in {dtype} were not prepared")
                 hp = dict(rule.hyperparams)
                 if learning_rate is not None:
                     hp["learning_rate"] = hyperparams.value_at(learning_rate, state.count, dtype)
@@ -240,6 +243,17 @@ def per_leaf(
                     scalars[_DECAY] = hp["weight_decay"]
                 computed[dtype] = scalars, carry
             return dict(computed[dtype][0])
+
+        # Computed here, at the step's top level: computed lazily inside a leaf's loop (the
+        # chunked 8-bit update), they would be that loop's tracers, leaked outside it.
+        step_scalars(jnp.float32)
+        arrays = [*grads, *flat_params, *jax.tree.leaves([getattr(state, m.name)
+                                                          for m in rule.moments])]
+        if any(x is not None and jnp.result_type(x) == jnp.float64 for x in arrays):
+            step_scalars(jnp.float64)
+        if rule.carry_init():
+            step_scalars(jnp.result_type(getattr(state, next(iter(rule.carry_init())))))
+        frozen = True
 
         leaf_update = functools.partial(
             _coded_update, step_scalars=step_scalars, has_lr=learning_rate is not None,
@@ -272,7 +286,6 @@ def per_leaf(
         carry = {}
         if rule.carry_init():  # in the dtype init chose for it
             dtype = jnp.result_type(getattr(state, next(iter(rule.carry_init()))))
-            step_scalars(dtype)
             carry = {k: v.astype(dtype) for k, v in computed[dtype][1].items()}
         new_state = rule.state_type(count=count, **moment_trees, **carry)
         if index is not None:
@@ -738,9 +751,7 @@ def _leaf_update(
     if no_params:
         direction = jnp.where(wd == 0, direction, jnp.asarray(jnp.nan, direction.dtype))
     out_dtype = g.dtype if p is None else p.dtype
-    nonnegative = {m.name for m in rule.moments if m.nonnegative}
-    return direction.astype(out_dtype), {
-        k: _store(new[k], v.dtype, nonnegative=k in nonnegative) for k, v in state.items()}
+    return direction.astype(out_dtype), {k: _store(new[k], v.dtype) for k, v in state.items()}
 
 
 def _as_array(x: Any) -> Any:
@@ -748,19 +759,15 @@ def _as_array(x: Any) -> Any:
     return x if isinstance(x, jax.Array) or x is None else jnp.asarray(x)
 
 
-def _store(x: jax.Array, dtype: Any, *, nonnegative: bool) -> jax.Array:
+def _store(x: jax.Array, dtype: Any) -> jax.Array:
     """``x`` cast to a moment's storage dtype, saturating where that dtype's range is smaller
     than the compute dtype's (float16: a squared gradient above 65504 would become inf, and an
-    infinite second moment turns every later update of that entry into 0 or NaN). A moment
-    that is never negative (a sum of squares) saturates at the dtype's largest value in any
-    dtype: a float32 gradient of 1e20 squares to inf. NaN stays NaN."""
+    infinite second moment turns every later update of that entry into 0 or NaN; in the
+    compute dtype itself the rules saturate, :func:`jadam.rule.saturate`)."""
     dtype = jnp.dtype(dtype)
-    if jnp.issubdtype(dtype, jnp.floating):
+    if jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).max < jnp.finfo(x.dtype).max:
         top = jnp.asarray(jnp.finfo(dtype).max, x.dtype)
-        if jnp.finfo(dtype).max < jnp.finfo(x.dtype).max:
-            x = jnp.clip(x, -top, top)
-        elif nonnegative:
-            x = jnp.minimum(x, top)
+        x = jnp.clip(x, -top, top)
     return x.astype(dtype)
 
 

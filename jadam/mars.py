@@ -14,7 +14,7 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Moment, Rule, adam_hyperparams, bias_correction, ema, mu_nu
+from jadam.rule import Moment, Rule, adam_hyperparams, bias_correction, ema, mu_nu, square
 
 
 class ScaleByMarsState(NamedTuple):
@@ -58,7 +58,7 @@ class MarsRule(Rule):
         norm = jnp.sqrt(jnp.sum(c * c))
         c = c / jnp.maximum(norm, 1)  # to unit norm where it is longer
         mu = ema(state["mu"], c, s["b1"])
-        nu = ema(state["nu"], c * c, s["b2"])
+        nu = ema(state["nu"], square(c), s["b2"])
         direction = (mu / s["bc1"]) / (jnp.sqrt(nu / s["bc2"]) + s["eps"])
         return direction, {"mu": mu, "nu": nu, "prev_grad": g}
 

@@ -13,7 +13,7 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Rule, adam_hyperparams, bias_correction, ema, mu_nu
+from jadam.rule import Rule, adam_hyperparams, bias_correction, ema, mu_nu, square
 
 
 class ScaleByNAdamState(NamedTuple):
@@ -63,7 +63,7 @@ class NAdamRule(Rule):
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         del p
         mu = ema(state["mu"], g, s["b1"])
-        nu = ema(state["nu"], g * g, s["b2"])
+        nu = ema(state["nu"], square(g), s["b2"])
         denom = jnp.sqrt(nu / s["bc2"]) + s["eps"]
         return (s["g_weight"] * g + s["m_weight"] * mu) / denom, {"mu": mu, "nu": nu}
 

@@ -96,10 +96,12 @@ def _decode_unit(code: jax.Array, signed: bool) -> jax.Array:
     return jnp.where(code == 127, jnp.float32(0), jnp.where(code >= 128, value, -value))
 
 
-def _encode_unit(x: jax.Array, signed: bool) -> jax.Array:
+def _encode_unit(x: jax.Array, signed: bool, before: jax.Array | None = None) -> jax.Array:
     """The code of the nearest value to each ``x`` in [-1, 1], as int32. The interval holding
     ``|x|`` gives a candidate magnitude; the nearest of it, its two neighbours and zero wins
-    (near a decade's edge the neighbour's midpoint can be closer)."""
+    (near a decade's edge the neighbour's midpoint can be closer). With ``before`` (signed map
+    only), the magnitudes ``x`` was computed from: where ``|x|`` is below it but the nearest
+    magnitude is not, the next one towards zero (see :func:`quantize`)."""
     bits = _bits(signed)
     mag = jnp.abs(x)
     # The decade: how many of 0.1, 0.01, ... exceed |x| (0 to bits - 1).
@@ -111,14 +113,20 @@ def _encode_unit(x: jax.Array, signed: bool) -> jax.Array:
     k = jnp.clip(jnp.floor(scaled * count), 0, count - 1)
     j = intervals - 1 + k.astype(jnp.int32)
     lowest = 1 if not signed else jnp.where(x < 0, 1, 0)  # magnitude 0 has no negative code
-    best_j, best_err = jnp.zeros_like(j), mag  # start from zero
+    best_j, best_err, best = jnp.zeros_like(j), mag, jnp.zeros_like(mag)  # start from zero
     for candidate in (j - 1, j, j + 1):
         candidate = jnp.clip(candidate, lowest, 2**bits - 1)
-        err = jnp.abs(_magnitude(candidate, bits) - mag)
+        value = _magnitude(candidate, bits)
+        err = jnp.abs(value - mag)
         better = err < best_err
         best_j = jnp.where(better, candidate, best_j)
         best_err = jnp.where(better, err, best_err)
+        best = jnp.where(better, value, best)
     zero = best_err >= mag  # no magnitude beat zero
+    if before is not None and signed:
+        stuck = (mag < before) & (best >= before) & ~zero
+        zero = zero | (stuck & (best_j - 1 < lowest))
+        best_j = jnp.where(stuck, best_j - 1, best_j)
     if not signed:
         # A positive value never becomes zero: these moments divide (Adam's second moment),
         # and an entry whose gradient died keeps a first moment that a zero second moment
@@ -150,13 +158,8 @@ def quantize(
     flat = _blocks(x)
     scales = jnp.max(jnp.abs(flat), axis=1)
     safe = jnp.where(scales > 0, scales, 1)[:, None]
-    codes = _encode_unit(flat / safe, signed)
-    if previous is not None and signed:
-        before = jnp.abs(_blocks(previous))
-        after = jnp.abs(_decode_unit(codes, signed)) * safe
-        stuck = (jnp.abs(flat) < before) & (after >= before) & (codes != 127)
-        codes = jnp.where(stuck, jnp.where(codes > 127, codes - 1, codes + 1), codes)
-    codes = codes.astype(jnp.uint8)
+    before = None if previous is None or not signed else jnp.abs(_blocks(previous)) / safe
+    codes = _encode_unit(flat / safe, signed, before).astype(jnp.uint8)
     return jnp.concatenate([codes, jax.lax.bitcast_convert_type(scales, jnp.uint8)], axis=1)
 
 

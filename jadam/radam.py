@@ -14,7 +14,7 @@ from jax.typing import DTypeLike
 
 from jadam import layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Rule, adam_hyperparams, bias_correction, ema, mu_nu
+from jadam.rule import Rule, adam_hyperparams, bias_correction, ema, mu_nu, square
 
 
 class ScaleByRAdamState(NamedTuple):
@@ -56,7 +56,7 @@ class RAdamRule(Rule):
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         del p
         mu = ema(state["mu"], g, s["b1"])
-        nu = ema(state["nu"], g * g, s["b2"])
+        nu = ema(state["nu"], square(g), s["b2"])
         mu_hat = mu / s["bc1"]
         rectified = mu_hat * s["rect"] * s["sqrt_bc2"] / (jnp.sqrt(nu) + s["eps"])
         return jnp.where(s["adaptive"], rectified, mu_hat), {"mu": mu, "nu": nu}

@@ -12,7 +12,7 @@ import optax
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Moment, Rule, ema
+from jadam.rule import Moment, Rule, ema, square
 
 
 class ScaleByRMSpropState(NamedTuple):
@@ -47,7 +47,7 @@ class RMSpropRule(Rule):
         p: jax.Array | None,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         del p
-        nu = ema(state["nu"], g * g, s["decay"])
+        nu = ema(state["nu"], square(g), s["decay"])
         new = {"nu": nu}
         variance = nu
         if self.centered:

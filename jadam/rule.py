@@ -154,6 +154,22 @@ def ema(previous: jax.Array, value: jax.Array, decay: jax.Array) -> jax.Array:
     return decay * previous + (1 - decay) * value
 
 
+def square(x: jax.Array) -> jax.Array:
+    """``x * x``, saturating at half the largest value of its dtype: a float32 gradient of 1e20
+    squares to inf, and an infinite second moment would freeze its entry for ever (every later
+    step divides by it). An average of such squares, or of them and a moment so kept, stays
+    below that bound and finite, and decays again. (Saturating the new moment instead, after
+    the average, made XLA compute it twice and copy the old moment: one more pass over memory.)
+    NaN stays NaN."""
+    return jnp.minimum(x * x, jnp.finfo(x.dtype).max / 2)
+
+
+def saturate(x: jax.Array) -> jax.Array:
+    """``x`` with values above its dtype's largest (``inf`` among them) replaced by the largest;
+    for sums of :func:`square` s, which may exceed it (Adafactor's row sums). NaN stays NaN."""
+    return jnp.minimum(x, jnp.finfo(x.dtype).max)
+
+
 def bias_correction(decay: jax.Array, t: jax.Array) -> jax.Array:
     """``1 - decay**t``: the weight an average started at zero has gathered after ``t`` steps.
 

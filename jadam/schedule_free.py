@@ -17,7 +17,7 @@ from jax.typing import DTypeLike
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
 from jadam.layout import PackedState
-from jadam.rule import WEIGHT_DECAY, Moment, Rule, adam_hyperparams, bias_correction, ema
+from jadam.rule import WEIGHT_DECAY, Moment, Rule, adam_hyperparams, bias_correction, ema, square
 
 
 class ScaleByScheduleFreeState(NamedTuple):
@@ -74,7 +74,7 @@ class ScheduleFreeRule(Rule):
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         assert p is not None
         z, c, lr_t = state["z"], s["c"], s["lr_t"]
-        nu = ema(state["nu"], g * g, s["b2"])
+        nu = ema(state["nu"], square(g), s["b2"])
         step = g / (jnp.sqrt(nu) + s["eps"])
         if WEIGHT_DECAY in s:
             step = step + s[WEIGHT_DECAY] * p

@@ -14,7 +14,7 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Rule, adam_hyperparams, ema, mu_nu
+from jadam.rule import Rule, adam_hyperparams, ema, mu_nu, square
 
 
 class ScaleByYogiState(NamedTuple):
@@ -41,7 +41,7 @@ class YogiRule(Rule):
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         del p
         mu = ema(state["mu"], g, s["b1"])
-        g2 = g * g
+        g2 = square(g)
         nu = state["nu"] - (1 - s["b2"]) * jnp.sign(state["nu"] - g2) * g2
         return mu / (jnp.sqrt(nu) + s["eps"]), {"mu": mu, "nu": nu}
 
