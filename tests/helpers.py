@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 from typing import Any
 
 import jax
@@ -14,7 +15,8 @@ import optax
 
 #: Whether this process runs with the CPU instruction set capped below FMA, as
 #: tests/test_without_fma.py runs the tests whose claims are bit for bit only there.
-WITHOUT_FMA = "--xla_cpu_max_isa=AVX" in os.environ.get("XLA_FLAGS", "")
+WITHOUT_FMA = bool(re.search(r"--xla_cpu_max_isa=(SSE4_2|AVX)(\s|$)",
+                             os.environ.get("XLA_FLAGS", "")))
 
 # Leaves of several ranks, one of them empty; gradient scales differ by 1e4 so that eps matters
 # for some leaves and not for others.
