@@ -219,41 +219,36 @@ def per_leaf(
         decay_leaf = _decay_mask(fn, treedef, updates, params, mask) if decays else None
 
         count = optax.safe_increment(state.count)
-        computed: dict[Any, tuple[dict[str, jax.Array], dict[str, jax.Array]]] = {}
-        frozen = False
+        def scalars_in(dtype: Any) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+            """The per-step scalars and the new carry in ``dtype``: float32 for float32 (and
+            narrower) leaves, float64 for float64 ones (with x64 enabled), from the
+            hyperparameters as given, not as rounded to float32."""
+            hp = dict(rule.hyperparams)
+            if learning_rate is not None:
+                hp["learning_rate"] = hyperparams.value_at(learning_rate, state.count, dtype)
+            if decays:
+                hp["weight_decay"] = hyperparams.value_at(weight_decay, state.count, dtype)
+            hp = hyperparams.opaque(hp, state.count, dtype)
+            carry = {k: getattr(state, k).astype(dtype) for k in rule.carry_init()}
+            scalars, carry = rule.scalars(hp, count.astype(dtype), carry)
+            if learning_rate is not None:
+                scalars[_LR] = hp["learning_rate"]
+            if decays:
+                scalars[_DECAY] = hp["weight_decay"]
+            return scalars, carry
+
+        # Every dtype a leaf computes in, and the carry's (init chose it), once per step at the
+        # top level (inside the chunked 8-bit loop they would be that loop's tracers).
+        carry_dtype = jnp.dtype(jnp.result_type(getattr(state, next(iter(rule.carry_init()))))
+                                if rule.carry_init() else jnp.float32)
+        arrays = [*grads, *flat_params,
+                  *jax.tree.leaves([getattr(state, m.name) for m in rule.moments])]
+        wide = any(x is not None and jnp.result_type(x) == jnp.float64 for x in arrays)
+        dtypes = {jnp.dtype(jnp.float32), carry_dtype, *([jnp.dtype(jnp.float64)] if wide else [])}
+        computed = {dtype: scalars_in(dtype) for dtype in dtypes}
 
         def step_scalars(dtype: Any) -> dict[str, jax.Array]:
-            """The per-step scalars in ``dtype``, computed in it once per step: float32 for
-            float32 (and narrower) leaves, float64 for float64 ones (with x64 enabled), from
-            the hyperparameters as given, not as rounded to float32."""
-            if dtype not in computed:
-                if frozen:
-                    raise AssertionError(f"{fn}: step scalars in {dtype} were not prepared")
-                hp = dict(rule.hyperparams)
-                if learning_rate is not None:
-                    hp["learning_rate"] = hyperparams.value_at(learning_rate, state.count, dtype)
-                if decays:
-                    hp["weight_decay"] = hyperparams.value_at(weight_decay, state.count, dtype)
-                hp = hyperparams.opaque(hp, state.count, dtype)
-                carry = {k: getattr(state, k).astype(dtype) for k in rule.carry_init()}
-                scalars, carry = rule.scalars(hp, count.astype(dtype), carry)
-                if learning_rate is not None:
-                    scalars[_LR] = hp["learning_rate"]
-                if decays:
-                    scalars[_DECAY] = hp["weight_decay"]
-                computed[dtype] = scalars, carry
-            return dict(computed[dtype][0])
-
-        # Computed here, at the step's top level: computed lazily inside a leaf's loop (the
-        # chunked 8-bit update), they would be that loop's tracers, leaked outside it.
-        step_scalars(jnp.float32)
-        arrays = [*grads, *flat_params, *jax.tree.leaves([getattr(state, m.name)
-                                                          for m in rule.moments])]
-        if any(x is not None and jnp.result_type(x) == jnp.float64 for x in arrays):
-            step_scalars(jnp.float64)
-        if rule.carry_init():
-            step_scalars(jnp.result_type(getattr(state, next(iter(rule.carry_init())))))
-        frozen = True
+            return dict(computed[jnp.dtype(dtype)][0])
 
         leaf_update = functools.partial(
             _coded_update, step_scalars=step_scalars, has_lr=learning_rate is not None,
@@ -283,10 +278,7 @@ def per_leaf(
             buffers = _packed_update(rule, leaf_update, index, grads, flat_params, state,
                                      decay_leaf, new_updates)
             moment_trees = {k: Packed(buffers[k], tuple(v)) for k, v in new_moments.items()}
-        carry = {}
-        if rule.carry_init():  # in the dtype init chose for it
-            dtype = jnp.result_type(getattr(state, next(iter(rule.carry_init()))))
-            carry = {k: v.astype(dtype) for k, v in computed[dtype][1].items()}
+        carry = {k: v.astype(carry_dtype) for k, v in computed[carry_dtype][1].items()}
         new_state = rule.state_type(count=count, **moment_trees, **carry)
         if index is not None:
             new_state = PackedState(new_state, index)
