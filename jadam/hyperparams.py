@@ -110,7 +110,7 @@ def scalar(
         if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
             raise fail(f"must be a real number, got an array of dtype {dtype}")
         if is_traced(value):  # float64 stays float64 (for float64 leaves); the rest float32
-            return jnp.asarray(value).astype(jnp.promote_types(dtype, jnp.float32))
+            return jnp.asarray(value).astype(jnp.float64 if dtype == jnp.float64 else jnp.float32)
         concrete = float(np.asarray(value, dtype=np.float64))
     elif isinstance(value, (int, float, np.number)):
         concrete = float(value)
