@@ -150,10 +150,7 @@ def test_vmapped_hyperparameters_match_solo_runs(case: Case) -> None:
     solo = jax.jit(lambda: run(numeric))()
     sweep = {k: jnp.array([v, v * 0.5], jnp.float32) for k, v in numeric.items()}
     swept = jax.tree.map(lambda x: x[0], jax.jit(jax.vmap(run))(sweep))
-    for a, b in zip(jax.tree.leaves(swept), jax.tree.leaves(solo), strict=True):
-        if a.size:
-            ulp = float(jnp.finfo(jnp.float32).eps) * float(jnp.abs(b).max())
-            chex.assert_trees_all_close(a, b, rtol=0, atol=4 * ulp)
+    helpers.assert_trees_within_scale_ulps(swept, solo, ulps=4)
 
 
 def _parabola(p: dict) -> jax.Array:
