@@ -92,6 +92,9 @@ def adabelief(
       >>> tx = jadam.adabelief()
       >>> updates, state = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
 
+    Complex parameters (see the README's table): ``mu`` is complex, ``nu`` the real average of
+    ``|g - mu|^2``.
+
     Differences from other libraries: the same update and defaults as ``optax.adabelief``
     (which has no weight decay). torch.optim has no AdaBelief. The paper's optional
     rectification (as in RAdam) is not included.

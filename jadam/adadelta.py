@@ -77,6 +77,9 @@ def adadelta(
       >>> tx = jadam.adadelta()
       >>> updates, state = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
 
+    Complex parameters (see the README's table): both averages are real, of ``|g|^2`` and
+    ``|Δ|^2`` (``optax.adadelta`` squares a complex ``g`` itself).
+
     Differences from other libraries: the same update and defaults as ``torch.optim.Adadelta``
     and ``optax.adadelta`` (whose learning rate must be given; pass 1.0 to match).
 

@@ -16,7 +16,7 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Moment, Rule, saturate, square
+from jadam.rule import Moment, Rule, abs_sq, saturate, square
 
 
 class ScaleByAdafactorState(NamedTuple):
@@ -49,7 +49,7 @@ def _full_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _rms(x: jax.Array) -> jax.Array:
-    return jnp.sqrt(jnp.sum(x * x)) / math.sqrt(max(x.size, 1))
+    return jnp.sqrt(jnp.sum(abs_sq(x))) / math.sqrt(max(x.size, 1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +165,9 @@ def adafactor(
       >>> state.v_row["w"].shape, state.v_col["w"].shape
       ((3,), (4,))
       >>> updates, state = tx.update({"w": jnp.ones((3, 4))}, state, params)
+
+    Complex parameters (see the README's table): the factored moments are real means of
+    ``|g|^2``; the RMS of the parameter and of the update use ``|x|^2``.
 
     Differences from other libraries: the same algorithm and defaults as
     ``torch.optim.Adafactor``, whose ``eps=(eps1, eps2)`` are jadam's ``eps1`` and ``eps2``; for

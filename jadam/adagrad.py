@@ -80,6 +80,8 @@ def adagrad(
       >>> tx = jadam.adagrad(0.1)
       >>> updates, state = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
 
+    Complex parameters (see the README's table): the sum is real, of ``|g|^2``.
+
     Differences from other libraries:
       - ``torch.optim.Adagrad``: the same update, arguments and defaults.
       - ``optax.adagrad`` starts the sum at 0.1, puts eps (1e-7) inside the root, and has no

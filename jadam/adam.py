@@ -185,6 +185,9 @@ def adam(
       >>> optax.apply_updates(params, updates)["w"]
       Array([ 0.9, -1.9], dtype=float32)
 
+    Complex parameters (see the README's table): ``mu`` is complex, ``nu`` (and ``nu_max``) the
+    real average of ``|g|^2``, as in optax.
+
     Differences from other libraries:
       - ``torch.optim.Adam``: the same update, with ``eps`` outside the root and the same coupled
         ``weight_decay``, ``amsgrad`` (maximum of the raw :math:`v_t`) and ``maximize``.

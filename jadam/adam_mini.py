@@ -208,6 +208,9 @@ def adam_mini(
       >>> state.nu["dense"]["kernel"].shape  # one value per output neuron
       (1, 256)
 
+    Complex parameters (see the README's table): ``mu`` is complex, ``nu`` each block's real
+    mean of ``|g|^2``.
+
     Differences from other libraries: neither optax nor torch.optim has Adam-mini. The
     authors' PyTorch code finds blocks by module names and needs the model's head count; here
     the heads are axes of Flax's attention kernels, so none is needed.

@@ -86,6 +86,9 @@ def adamax(
       >>> tx = jadam.adamax()
       >>> updates, state = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
 
+    Complex parameters (see the README's table): ``mu`` is complex, ``nu`` the real maximum of
+    ``|g| + eps``, the modulus, as in optax.
+
     Differences from other libraries: the same update as ``torch.optim.Adamax`` and
     ``optax.adamax`` (whose default rate is 1e-3).
 

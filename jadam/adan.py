@@ -133,6 +133,9 @@ def adan(
       >>> tx = jadam.adan()
       >>> updates, state = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
 
+    Complex parameters (see the README's table): ``mu``, ``mu_diff`` and ``prev_grad`` are
+    complex, ``nu`` the real average of ``|g + b2 (g - g_prev)|^2``.
+
     Differences from other libraries: ``optax.adan`` (0.2.8) weighs the gradient difference by
     ``1 - b2`` where the paper and the authors' code weigh it by ``b2`` (0.08 instead of 0.92
     at the defaults), so from the second step its trajectory differs from jadam's and the

@@ -135,6 +135,9 @@ def ademamix(
       >>> tx = jadam.ademamix(b3_warmup=10_000, alpha_warmup=10_000)
       >>> updates, state = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
 
+    Complex parameters (see the README's table): ``mu`` and ``mu_slow`` are complex, ``nu`` the
+    real average of ``|g|^2``.
+
     Differences from other libraries: ``optax.contrib.ademamix`` takes the warmups as
     schedules of the step and computes :math:`\beta_3(t)` directly, which in float32 loses
     about 1e-3 of :math:`1 - \beta_3(t)` near the end of the warmup. torch.optim has no

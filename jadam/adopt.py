@@ -57,10 +57,20 @@ class AdoptRule(Rule):
         del p
         normalised = g / jnp.maximum(jnp.sqrt(state["nu"]), s["eps"])
         if self.clipping:
-            normalised = jnp.clip(normalised, -s["clip"], s["clip"])
+            normalised = _clip(normalised, s["clip"])
         mu = ema(state["mu"], normalised, s["b1"])
         direction = ema(mu, normalised, s["b1"]) if self.nesterov else mu
         return direction, {"mu": mu, "nu": ema(state["nu"], square(g), s["b2"])}
+
+
+def _clip(x: jax.Array, bound: jax.Array) -> jax.Array:
+    """``x`` clipped to ``[-bound, bound]``; a complex ``x`` has its modulus clipped to
+    ``bound``, its phase kept."""
+    if not jnp.iscomplexobj(x):
+        return jnp.clip(x, -bound, bound)
+    size = jnp.abs(x)
+    over = size > bound
+    return x * jnp.where(over, bound / jnp.where(over, size, 1), 1)
 
 
 def adopt(
@@ -124,6 +134,10 @@ def adopt(
       >>> updates, state = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
       >>> updates["w"]  # the first step only measures the gradient
       Array([-0., -0.], dtype=float32)
+
+    Complex parameters (see the README's table): ``mu`` is complex, ``nu`` the real average of
+    ``|g|^2``; the clipping bounds the modulus of the normalised gradient and keeps its phase
+    (``optax.contrib.adopt`` raises on complex values when it clips).
 
     Differences from other libraries: the same update as ``optax.contrib.adopt`` (which has no
     weight decay). torch.optim has no ADOPT.

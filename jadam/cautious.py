@@ -51,6 +51,9 @@ def cautious(
       >>> tx = jadam.cautious(jadam.adamw(1e-3))
       >>> updates, state = tx.update({"w": jnp.array([1.0, -1.0, 0.0])}, tx.init(params), params)
 
+    Complex parameters (see the README's table): an entry is kept where ``Re(u conj(g)) >= 0``,
+    the complex form of ``u g >= 0``. (Lion refuses complex parameters.)
+
     Differences from other libraries: neither optax nor torch.optim has cautious optimizers;
     the authors release separate cautious copies of AdamW and Lion. Their code scales by
     :math:`1 / \max(\mathrm{mean}(\phi), 10^{-3})`; jadam follows the paper's

@@ -231,13 +231,16 @@ def learning_rate(fn: str, value: Any) -> F32 | Schedule:
 
 
 def float_dtype(fn: str, name: str, value: Any) -> np.dtype | None:
-    """Validates an optional state dtype such as ``mu_dtype``: ``None`` or a floating dtype."""
+    """Validates an optional state dtype such as ``mu_dtype``: ``None``, a floating or a complex
+    dtype (which sets a precision: a moment is complex where its parameter is, see
+    :func:`jadam.layout._moment_dtype`)."""
     if value is None:
         return None
     try:
         dtype = jnp.dtype(value)
     except TypeError as e:
         raise ValueError(f"{fn}({name}={value!r}): {name} is not a dtype") from e
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"{fn}({name}={value!r}): {name} must be a floating dtype, got {dtype}")
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        raise ValueError(
+            f"{fn}({name}={value!r}): {name} must be a floating or complex dtype, got {dtype}")
     return dtype

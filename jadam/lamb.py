@@ -14,7 +14,15 @@ from jax.typing import DTypeLike
 
 from jadam import layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import WEIGHT_DECAY, BiasCorrected, adam_hyperparams, ema, mu_nu, square
+from jadam.rule import (
+    WEIGHT_DECAY,
+    BiasCorrected,
+    abs_sq,
+    adam_hyperparams,
+    ema,
+    mu_nu,
+    square,
+)
 
 
 class ScaleByLambState(NamedTuple):
@@ -28,8 +36,8 @@ class ScaleByLambState(NamedTuple):
 def trust_ratio(p: jax.Array, direction: jax.Array) -> jax.Array:
     """``||p|| / ||direction||``, the layer-wise scale of LAMB and LARS; 1 where either norm is
     zero (a layer at the origin, or no step), so that such a layer still moves."""
-    p_norm = jnp.sqrt(jnp.sum(p * p))
-    d_norm = jnp.sqrt(jnp.sum(direction * direction))
+    p_norm = jnp.sqrt(jnp.sum(abs_sq(p)))
+    d_norm = jnp.sqrt(jnp.sum(abs_sq(direction)))
     usable = (p_norm > 0) & (d_norm > 0)
     return jnp.where(usable, p_norm / jnp.where(usable, d_norm, 1), 1)
 
@@ -107,6 +115,9 @@ def lamb(
       >>> params = {"w": jnp.ones((2, 3))}
       >>> tx = jadam.lamb()
       >>> updates, state = tx.update({"w": jnp.ones((2, 3))}, tx.init(params), params)
+
+    Complex parameters (see the README's table): ``mu`` is complex, ``nu`` the real average of
+    ``|g|^2``; the trust ratio's norms are ``sqrt(sum |x|^2)``, as in optax.
 
     Differences from other libraries: ``optax.lamb`` computes the same update; its default
     weight decay is 0 where the paper's (and jadam's) is 0.01, so ``optax.lamb(lr)`` is

@@ -15,7 +15,9 @@ depend on the optimizer lives here, once, for every rule:
   al., 2024), see :func:`jadam.cautious`;
 * dtypes: each leaf is computed in float32, or float64 where a float64 array is involved; the
   moments are stored in the dtype ``init`` gave them, and the update has the parameter's dtype
-  (the gradient's when ``params`` is not passed);
+  (the gradient's when ``params`` is not passed). A complex leaf is computed in complex64 (or
+  complex128), its magnitudes (second moments) and the scalars in float32 (or float64), by the
+  convention of :mod:`jadam.rule`;
 * checks of tree structure, shapes and dtypes, at trace time (free under ``jit``), naming the
   leaf's key path.
 
@@ -26,6 +28,7 @@ in 8 bits (:mod:`jadam.quantize`); the rule then runs on whole buffers or on dec
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import warnings
@@ -129,17 +132,17 @@ def per_leaf(
 
     def init(params: optax.Params) -> Any:
         for path, p in jax.tree_util.tree_leaves_with_path(params):
-            _check_param(fn, path, p)
+            _check_param(fn, path, p, rule)
 
         def moment(i: int, path: Any, p: Any) -> jax.Array:
-            return _init_moment(rule.for_leaf(path, jnp.shape(p)).moments[i], p)
+            return _init_moment(fn, path, rule.for_leaf(path, jnp.shape(p)).moments[i], p)
 
         moments = {
             m.name: jax.tree_util.tree_map_with_path(functools.partial(moment, i), params)
             for i, m in enumerate(rule.moments)
         }
         # Scalars carried between steps: float64 if a parameter is (with x64), as its steps.
-        wide = any(jnp.result_type(p) == jnp.float64 for p in jax.tree.leaves(params))
+        wide = any(_is_wide(p) for p in jax.tree.leaves(params))
         carry_dtype = jnp.float64 if wide else jnp.float32
         carry = {k: jnp.asarray(v, carry_dtype) for k, v in rule.carry_init().items()}
         if packing_min_size is not None or quantize_min_size is not None:
@@ -155,8 +158,10 @@ def per_leaf(
         flat_moments = {k: treedef.flatten_up_to(v) for k, v in moments.items()}
 
         def group(i: int) -> Any:
-            # Leaves share a buffer when they are computed alike: same moment dtypes, same decay.
-            return tuple(jnp.result_type(v[i]) for v in flat_moments.values()), decay_leaf[i]
+            # Leaves share a buffer when they are computed alike: same moment dtypes, same decay,
+            # both real or both complex.
+            return (tuple(jnp.result_type(v[i]) for v in flat_moments.values()), decay_leaf[i],
+                    jnp.iscomplexobj(leaves[i]))
 
         plan = packing.make_plan(leaves, treedef, min_size=packing_min_size, key=group)
         packed = {k: packing.pack_leaves(plan, v) for k, v in flat_moments.items()}
@@ -243,7 +248,7 @@ def per_leaf(
                                 if rule.carry_init() else jnp.float32)
         arrays = [*grads, *flat_params,
                   *jax.tree.leaves([getattr(state, m.name) for m in rule.moments])]
-        wide = any(x is not None and jnp.result_type(x) == jnp.float64 for x in arrays)
+        wide = any(x is not None and _is_wide(x) for x in arrays)
         dtypes = {jnp.dtype(jnp.float32), carry_dtype, *([jnp.dtype(jnp.float64)] if wide else [])}
         computed = {dtype: scalars_in(dtype) for dtype in dtypes}
 
@@ -362,11 +367,11 @@ def _packed_update(
     for group in range(len(plan.sizes)):
         members = plan.members(group)
         buffers = {m.name: getattr(state, m.name).buffers[group] for m in rule.moments}
-        wide = any(getattr(x, "dtype", None) == jnp.float64 for x in buffers.values()) or any(
-            jnp.result_type(x) == jnp.float64
-            for i in members for x in (grads[i], params[i]) if x is not None
+        wide = any(x is not None and _is_wide(x) for x in buffers.values()) or any(
+            _is_wide(x) for i in members for x in (grads[i], params[i]) if x is not None
         )
-        dtype = jnp.float64 if wide else jnp.float32
+        dtype = _compute_dtype(jnp.float64 if wide else jnp.float32,
+                               jnp.iscomplexobj(grads[members[0]]))
         decay = decay_leaf is not None and decay_leaf[members[0]]
         g = packing.pack_group(plan, grads, group, dtype)
         p = None
@@ -606,8 +611,10 @@ def _times_opaque_one(x: jax.Array) -> jax.Array:
     return x * lax.optimization_barrier(jnp.ones((), x.dtype))
 
 
-def _quantizable(m: Moment, size: int, min_size: int) -> bool:
-    return not isinstance(m.init, str) and m.shape is None and size >= min_size
+def _quantizable(m: Moment, x: Any, min_size: int) -> bool:
+    # (A complex moment keeps its dtype: the 8-bit maps are of real numbers.)
+    return (not isinstance(m.init, str) and m.shape is None and x.size >= min_size
+            and not jnp.iscomplexobj(x))
 
 
 def _quantize_tree(rule: Rule, i: int, tree: Any, min_size: int) -> Any:
@@ -615,7 +622,7 @@ def _quantize_tree(rule: Rule, i: int, tree: Any, min_size: int) -> Any:
         m = rule.for_leaf(path, jnp.shape(x)).moments[i]
         # Blocks of a flattened array split over devices would straddle the shards; such a
         # leaf keeps its moments as they are, split like it (as packing leaves it unpacked).
-        if not _quantizable(m, x.size, min_size) or packing.is_split_across_devices(x):
+        if not _quantizable(m, x, min_size) or packing.is_split_across_devices(x):
             return x
         return quantize.quantize(x, signed=not m.nonnegative)
     return jax.tree_util.tree_map_with_path(leaf, tree)
@@ -623,7 +630,7 @@ def _quantize_tree(rule: Rule, i: int, tree: Any, min_size: int) -> Any:
 
 def _quantize_packed(m: Moment, value: Packed, min_size: int) -> Packed:
     def one(x: Any) -> Any:
-        if x is None or not _quantizable(m, x.size, min_size):
+        if x is None or not _quantizable(m, x, min_size):
             return x
         return quantize.quantize(x, signed=not m.nonnegative)
     return Packed(tuple(one(b) for b in value.buffers), tuple(one(x) for x in value.leaves))
@@ -710,11 +717,41 @@ def _leaf_update(
     cautious: bool,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """One leaf: cast in, the rule, learning rate and weight decay, cast out."""
-    wide = any(x is not None and x.dtype == jnp.float64 for x in (g, p, *state.values()))
+    with _complex_arithmetic(jnp.iscomplexobj(g)):
+        return _leaf_math(rule, step_scalars, g, state, p, has_lr=has_lr, decay=decay,
+                          decoupled=decoupled, maximize=maximize, cautious=cautious)
+
+
+def _complex_arithmetic(on: bool) -> Any:
+    """For a complex leaf, jnp's standard dtype promotion: a rule multiplies complex moments
+    by real scalars and divides them by real magnitudes, as its math says, which strict
+    promotion (``jax_numpy_dtype_promotion="strict"``) refuses. Real leaves are traced under
+    the promotion the user chose."""
+    return jax.numpy_dtype_promotion("standard") if on else contextlib.nullcontext()
+
+
+def _leaf_math(
+    rule: Rule,
+    step_scalars: Callable[[Any], dict[str, jax.Array]],
+    g: jax.Array,
+    state: dict[str, jax.Array],
+    p: jax.Array | None,
+    *,
+    has_lr: bool,
+    decay: bool,
+    decoupled: bool,
+    maximize: bool,
+    cautious: bool,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    wide = any(x is not None and _is_wide(x) for x in (g, p, *state.values()))
     dtype = jnp.float64 if wide else jnp.float32
     s = step_scalars(dtype)
-    gc = g.astype(dtype)
-    pc = None if p is None else p.astype(dtype)
+
+    def compute(x: jax.Array) -> jax.Array:  # complex stays complex
+        return x.astype(_compute_dtype(dtype, jnp.iscomplexobj(x)))
+
+    gc = compute(g)
+    pc = None if p is None else compute(p)
     if maximize:
         gc = -gc
     # The decay reaches the rule only if the rule applies it, and only on the masked leaves.
@@ -727,7 +764,7 @@ def _leaf_update(
         s[_DECAY] = wd
     if by_layout and not decoupled:
         gc = gc + wd * pc
-    direction, new = rule.apply(s, gc, {k: v.astype(dtype) for k, v in state.items()}, pc)
+    direction, new = rule.apply(s, gc, {k: compute(v) for k, v in state.items()}, pc)
     if cautious:
         direction = cautious_mask(direction, gc, negative=rule.takes_learning_rate)
     if has_lr:
@@ -768,24 +805,63 @@ def cautious_mask(update: jax.Array, g: jax.Array, *, negative: bool) -> jax.Arr
     agree with the gradient ``g`` (same sign for a direction, ``negative=False``; opposite sign
     for an update to add to the parameters, ``negative=True``; zero counts as agreeing), zero
     the others, and scale the kept ones by ``size / (kept + 1)``, so the step keeps its size."""
-    aligned = (update * g <= 0) if negative else (update * g >= 0)
-    kept = aligned.astype(update.dtype)
+    # (For complex entries, agreeing is a nonnegative real part of update * conj(g).)
+    agree = update * g if not jnp.iscomplexobj(update) else (
+        update.real * g.real + update.imag * g.imag)
+    aligned = (agree <= 0) if negative else (agree >= 0)
+    kept = aligned.astype(agree.dtype)
     scale = update.size / (jnp.sum(kept) + 1)
     return update * (kept * scale).astype(update.dtype)
 
 
-def _check_param(fn: str, path: Any, p: Any) -> None:
+def _check_param(fn: str, path: Any, p: Any, rule: Rule) -> None:
     dtype = jnp.result_type(p)
-    if not jnp.issubdtype(dtype, jnp.floating):
+    if jnp.issubdtype(dtype, jnp.complexfloating) and rule.refuses_complex:
         raise TypeError(
-            f"{fn}: parameter {_where(path)} has dtype {dtype}; only floating-point parameters "
-            "can be optimized. Keep integer or boolean arrays out of the optimized tree, or "
-            "exclude them with optax.masked."
+            f"{fn}: parameter {_where(path)} is complex ({dtype}), which this optimizer cannot "
+            f"train: {rule.refuses_complex}."
+        )
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        raise TypeError(
+            f"{fn}: parameter {_where(path)} has dtype {dtype}; only floating-point (or complex) "
+            "parameters can be optimized. Keep integer or boolean arrays out of the optimized "
+            "tree, or route them to optax.set_to_zero() with optax.multi_transform."
         )
 
 
-def _init_moment(m: Moment, p: Any) -> jax.Array:
-    dtype = np.dtype(m.dtype or jnp.result_type(p))
+_COMPLEX = {np.dtype(np.float32): np.dtype(np.complex64),
+            np.dtype(np.float64): np.dtype(np.complex128)}
+
+
+def _is_wide(x: Any) -> bool:
+    """Whether ``x`` is float64 or complex128 (computed in float64)."""
+    return jnp.result_type(x) in (jnp.float64, jnp.complex128)
+
+
+def _compute_dtype(real: Any, complex_: bool) -> np.dtype:
+    return _COMPLEX[np.dtype(real)] if complex_ else np.dtype(real)
+
+
+def _moment_dtype(fn: str, path: Any, m: Moment, param_dtype: Any) -> np.dtype:
+    """The dtype a moment is kept in, for a parameter of dtype ``param_dtype``: ``m.dtype`` (or
+    the parameter's) gives its precision, the parameter whether it is complex, except that a
+    magnitude (``m.nonnegative``: a second moment) is always real. So ``mu_dtype=float32``
+    keeps a complex64 first moment for a complex parameter, and ``mu_dtype=complex64`` a
+    float32 one for a real parameter."""
+    real = np.dtype(jnp.finfo(np.dtype(m.dtype or param_dtype)).dtype)
+    if m.nonnegative or not jnp.issubdtype(param_dtype, jnp.complexfloating):
+        return real
+    if real not in _COMPLEX:
+        raise TypeError(
+            f"{fn}: parameter {_where(path)} is complex ({np.dtype(param_dtype)}), but "
+            f"state.{m.name} would be kept in {real}, which has no complex counterpart; pass "
+            "a float32, float64, complex64 or complex128 state dtype (mu_dtype), or none."
+        )
+    return _COMPLEX[real]
+
+
+def _init_moment(fn: str, path: Any, m: Moment, p: Any) -> jax.Array:
+    dtype = _moment_dtype(fn, path, m, jnp.result_type(p))
     if isinstance(m.init, str):  # "params"
         return jnp.array(p, dtype=dtype, copy=True)  # its own buffer, so both can be donated
     if m.shape is None:
@@ -797,8 +873,16 @@ def _check_leaf(
     fn: str, path: Any, g: Any, p: Any, state: dict[str, jax.Array], moments: tuple[Moment, ...]
 ) -> None:
     g_dtype = jnp.result_type(g)
-    if not jnp.issubdtype(g_dtype, jnp.floating):
+    if not jnp.issubdtype(g_dtype, jnp.inexact):
         raise TypeError(f"{fn}: the gradient at {_where(path)} has dtype {g_dtype}, not a float")
+    complex_ = jnp.issubdtype(g_dtype, jnp.complexfloating)
+    if p is not None and jnp.iscomplexobj(p) != complex_:
+        raise TypeError(
+            f"{fn}: the gradient at {_where(path)} has dtype {g_dtype} but the parameter "
+            f"{jnp.result_type(p)}: a complex parameter needs a complex gradient, a real one a "
+            "real gradient (for a real loss of a complex parameter, pass jnp.conj of "
+            "jax.grad's result, as with optax)."
+        )
     shape = jnp.shape(g)
     expected = {"parameter": (p, shape)}
     for m in moments:
@@ -807,9 +891,17 @@ def _check_leaf(
             expected[f"state.{m.name}"] = (x, quantize.stored_shape(shape))
             continue
         expected[f"state.{m.name}"] = (x, m.shape(shape) if m.shape else shape)
-        want_dtype = m.dtype if m.dtype is not None else (None if p is None else p.dtype)
-        if (want_dtype is not None and x is not None
-                and jnp.result_type(x) != jnp.dtype(want_dtype)):
+        if x is None:
+            continue
+        if m.dtype is None and p is None:
+            if jnp.iscomplexobj(x) != (complex_ and not m.nonnegative):
+                raise TypeError(
+                    f"{fn}: state.{m.name} at {_where(path)} has dtype {jnp.result_type(x)}, "
+                    f"but the gradient is {g_dtype}: was the state made for "
+                    f"{'real' if complex_ else 'complex'} parameters?")
+            continue
+        want_dtype = _moment_dtype(fn, path, m, g_dtype if p is None else jnp.result_type(p))
+        if jnp.result_type(x) != want_dtype:
             raise TypeError(
                 f"{fn}: state.{m.name} at {_where(path)} has dtype {jnp.result_type(x)}, but "
                 f"this optimizer keeps it in {jnp.dtype(want_dtype)}; was the state made with "

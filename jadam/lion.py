@@ -28,6 +28,9 @@ class LionRule(Rule):
     """Program 1 of Chen et al., for one array."""
 
     state_type = ScaleByLionState
+    refuses_complex = (
+        "its update is the sign of each entry, and a complex number has none. Optimize the "
+        "real and imaginary parts as two real parameters (jnp.stack([z.real, z.imag]))")
 
     def apply(
         self,
@@ -82,6 +85,10 @@ def lion(
       >>> updates, _ = tx.update({"w": jnp.array([1.0, -2.0, 0.0])}, tx.init(params), params)
       >>> updates["w"]
       Array([-0.0001,  0.0001, -0.    ], dtype=float32)
+
+    Complex parameters (see the README's table): refused with a ``TypeError``: the update is the
+    sign of each entry, which a complex number does not have. Optimize the real and imaginary
+    parts as two real parameters.
 
     Differences from other libraries: the same update as ``optax.lion``, whose default
     ``weight_decay`` is 1e-3 (the paper's and jadam's is 0). torch.optim has no Lion.

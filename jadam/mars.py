@@ -14,7 +14,16 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Moment, Rule, adam_hyperparams, bias_correction, ema, mu_nu, square
+from jadam.rule import (
+    Moment,
+    Rule,
+    abs_sq,
+    adam_hyperparams,
+    bias_correction,
+    ema,
+    mu_nu,
+    square,
+)
 
 
 class ScaleByMarsState(NamedTuple):
@@ -55,7 +64,7 @@ class MarsRule(Rule):
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         del p
         c = g + s["correction"] * (g - state["prev_grad"])
-        norm = jnp.sqrt(jnp.sum(c * c))
+        norm = jnp.sqrt(jnp.sum(abs_sq(c)))
         c = c / jnp.maximum(norm, 1)  # to unit norm where it is longer
         mu = ema(state["mu"], c, s["b1"])
         nu = ema(state["nu"], square(c), s["b2"])
@@ -111,6 +120,9 @@ def mars(
       >>> params = {"w": jnp.ones(2)}
       >>> tx = jadam.mars()
       >>> updates, state = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
+
+    Complex parameters (see the README's table): ``mu`` and ``prev_grad`` are complex, ``nu``
+    the real average of ``|c|^2``; the clipping norm is ``sqrt(sum |c|^2)``.
 
     Differences from other libraries: neither optax nor torch.optim has MARS. The authors' code
     starts from a previous gradient of 0 (a first correction of :math:`\gamma\beta_1/(1-\beta_1)

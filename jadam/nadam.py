@@ -159,6 +159,9 @@ def nadam(
       >>> tx = jadam.nadam()
       >>> updates, state = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
 
+    Complex parameters (see the README's table): ``mu`` is complex, ``nu`` the real average of
+    ``|g|^2``, as in optax.
+
     Differences from other libraries:
       - ``torch.optim.NAdam``: the same update and defaults.
       - ``optax.nadam`` has no momentum schedule: pass ``momentum_decay=0`` (and its

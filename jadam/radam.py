@@ -107,6 +107,9 @@ def radam(
       >>> tx = jadam.radam()
       >>> updates, state = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
 
+    Complex parameters (see the README's table): ``mu`` is complex, ``nu`` the real average of
+    ``|g|^2``, as in optax.
+
     Differences from other libraries:
       - ``torch.optim.RAdam``: the same update, arguments and defaults.
       - ``optax.radam`` adds eps to the root of the bias-corrected :math:`\hat v_t` (jadam and

@@ -12,7 +12,7 @@ import optax
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Moment, Rule, ema, square
+from jadam.rule import Moment, Rule, abs_sq, ema, square
 
 
 class ScaleByRMSpropState(NamedTuple):
@@ -52,7 +52,7 @@ class RMSpropRule(Rule):
         variance = nu
         if self.centered:
             mu = new["mu"] = ema(state["mu"], g, s["decay"])
-            variance = nu - mu * mu
+            variance = nu - abs_sq(mu)
         if self.eps_in_sqrt:
             direction = g / jnp.sqrt(variance + s["eps"])
         else:
@@ -104,6 +104,9 @@ def rmsprop(
       >>> params = {"w": jnp.ones(2)}
       >>> tx = jadam.rmsprop(1e-2, centered=True, momentum=0.9)
       >>> updates, state = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
+
+    Complex parameters (see the README's table): ``mu`` and ``trace`` are complex, ``nu`` the
+    real average of ``|g|^2``, and the centred variance ``nu - |mu|^2``, as in optax.
 
     Differences from other libraries:
       - ``torch.optim.RMSprop``: the same update and defaults (``decay`` is torch's ``alpha``).

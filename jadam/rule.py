@@ -18,6 +18,14 @@ per leaf:
    the new moments. It is pure ``jnp`` with no branches on values, so it works on any shape, under
    ``vmap`` and on any backend.
 
+Complex parameters follow optax's convention: the gradient, the parameter and the moments that
+average gradients are complex (complex64 for float32 precision); the moments that are magnitudes
+(``Moment.nonnegative``: second moments, accumulators) are real and average ``|g|^2``
+(:func:`abs_sq`, through :func:`square`), and norms are ``sqrt(sum |x|^2)``. The scalars stay
+real. A rule written with these helpers works unchanged on complex arrays (the layout runs it
+with jnp's standard dtype promotion, real times complex being what the math means); a rule with
+no complex meaning says why in ``refuses_complex``.
+
 The small helpers below are the equations several optimizers share, written as in the papers.
 """
 
@@ -53,7 +61,8 @@ class Moment(NamedTuple):
       shape: a function from the parameter's shape to the moment's (Adafactor keeps factored
         row and column moments); ``None`` means the parameter's shape.
       nonnegative: whether the moment is never negative (second moments, accumulators), which
-        lets 8-bit storage (:func:`jadam.quantized`) use all its codes for magnitudes.
+        lets 8-bit storage (:func:`jadam.quantized`) use all its codes for magnitudes; such a
+        moment is real for complex parameters too.
     """
 
     name: str
@@ -90,6 +99,9 @@ class Rule:
     #: already in it (Adafactor's relative step, Schedule-Free's averaging), rather than a
     #: direction the layout multiplies by ``-learning_rate``.
     takes_learning_rate: ClassVar[bool] = False
+    #: Why the math has no complex form (Lion's sign), for the error a complex parameter gets;
+    #: empty if it has one (see the module docstring).
+    refuses_complex: ClassVar[str] = ""
 
     def for_leaf(self, path: Any, shape: tuple[int, ...]) -> Rule:
         """The rule for the leaf at key path ``path`` with shape ``shape``: itself, unless an
@@ -154,14 +166,21 @@ def ema(previous: jax.Array, value: jax.Array, decay: jax.Array) -> jax.Array:
     return decay * previous + (1 - decay) * value
 
 
+def abs_sq(x: jax.Array) -> jax.Array:
+    """``|x|^2``, real: ``x * x`` for a real array, ``re(x)^2 + im(x)^2`` for a complex one."""
+    if jnp.iscomplexobj(x):
+        return x.real * x.real + x.imag * x.imag
+    return x * x
+
+
 def square(x: jax.Array) -> jax.Array:
-    """``x * x``, saturating at half the largest value of its dtype: a float32 gradient of 1e20
-    squares to inf, and an infinite second moment would freeze its entry for ever (every later
-    step divides by it). An average of such squares, or of them and a moment so kept, stays
-    below that bound and finite, and decays again. (Saturating the new moment instead, after
-    the average, made XLA compute it twice and copy the old moment: one more pass over memory.)
-    NaN stays NaN."""
-    return jnp.minimum(x * x, jnp.finfo(x.dtype).max / 2)
+    """:func:`abs_sq` (``x * x`` for real ``x``), saturating at half the largest value of its
+    dtype: a float32 gradient of 1e20 squares to inf, and an infinite second moment would
+    freeze its entry for ever (every later step divides by it). An average of such squares, or
+    of them and a moment so kept, stays below that bound and finite, and decays again.
+    (Saturating the new moment instead, after the average, made XLA compute it twice and copy
+    the old moment: one more pass over memory.) NaN stays NaN."""
+    return jnp.minimum(abs_sq(x), jnp.finfo(x.dtype).max / 2)
 
 
 def saturate(x: jax.Array) -> jax.Array:

@@ -146,6 +146,9 @@ def schedule_free_adamw(
       >>> updates, state = tx.update({"w": jnp.ones(2)}, state, params)
       >>> eval_params = jadam.schedule_free_eval_params(state, params)
 
+    Complex parameters (see the README's table): ``z`` is complex, ``nu`` the real average of
+    ``|g|^2``.
+
     Differences from other libraries: the same algorithm and defaults as the authors'
     ``AdamWScheduleFree`` (with ``r = 0``). ``optax.contrib.schedule_free_adamw`` (0.2.8)
     weighs its average by the plain learning rate rather than by :math:`\gamma_t`, which

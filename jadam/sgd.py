@@ -103,6 +103,8 @@ def sgd(
       >>> updates["w"]
       Array([-0.1,  0.1], dtype=float32)
 
+    Complex parameters (see the README's table): the momentum buffer is complex, as in optax.
+
     Differences from other libraries:
       - ``torch.optim.SGD``: the same, with the same arguments.
       - ``optax.sgd``: the same for ``dampening=0``; its buffer also starts at the first

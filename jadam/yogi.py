@@ -87,6 +87,9 @@ def yogi(
       >>> tx = jadam.yogi()
       >>> updates, state = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
 
+    Complex parameters (see the README's table): ``mu`` is complex, ``nu`` real, updated with
+    ``|g|^2`` as in optax.
+
     Differences from other libraries: ``optax.yogi`` divides both moments by Adam's bias
     corrections, which the paper does not, and starts the first moment at
     ``initial_accumulator_value`` too (the paper at 0), so the two differ in every step; there

@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from tests import reference
+
 #: Whether this process runs with the CPU instruction set capped below FMA, as
 #: tests/test_without_fma.py runs the tests whose claims are bit for bit only there.
 WITHOUT_FMA = bool(re.search(r"--xla_cpu_max_isa=(SSE4_2|AVX)(\s|$)",
@@ -27,8 +29,10 @@ SCALES = {"scalar": 1.0, "vec": 1e-3, "mat": 1.0, "cube": 10.0, "empty": 1.0}
 def random_tree(rng: np.random.Generator, dtype: Any = np.float32, scale: bool = False) -> dict:
     """A nested dict of random arrays with the shapes above, as jax arrays of ``dtype``."""
     def leaf(name: str) -> jax.Array:
-        x = rng.standard_normal(SHAPES[name]) * (SCALES[name] if scale else 1.0)
-        return jnp.asarray(x, dtype=dtype)
+        x = rng.standard_normal(SHAPES[name])
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            x = x + 1j * rng.standard_normal(SHAPES[name])
+        return jnp.asarray(x * (SCALES[name] if scale else 1.0), dtype=dtype)
 
     return {
         "layer": {"w": leaf("mat"), "b": leaf("vec")},
@@ -69,12 +73,12 @@ def run_jadam(
 def run_reference(ref: Any, params: Any, grads: list[Any]) -> list[Any]:
     """Runs a float64 reference over ``grads``, leaf by leaf; returns the parameters per step."""
     leaves, treedef = jax.tree.flatten(params)
-    p = [np.asarray(x, np.float64) for x in leaves]
+    p = [reference.wide(x) for x in leaves]
     state = [ref.init(x) for x in p]
     trajectory = []
     for t, g in enumerate(grads, start=1):
         for i, g_i in enumerate(treedef.flatten_up_to(g)):
-            update, state[i] = ref.step(state[i], np.asarray(g_i, np.float64), p[i], t)
+            update, state[i] = ref.step(state[i], reference.wide(g_i), p[i], t)
             p[i] = p[i] + update
         trajectory.append(treedef.unflatten(list(p)))
     return trajectory

@@ -3,7 +3,12 @@
 Each reference is written from its paper, not from jadam's code: a class with ``init(p)`` giving a
 dict of state arrays (named like jadam's state fields, so a test can feed jadam's own state in)
 and ``step(state, g, p, t)`` giving the update to add to ``p`` and the new state, for one array,
-at the 1-based step ``t``. Everything is float64.
+at the 1-based step ``t``. Everything is float64, or complex128 for complex parameters.
+
+Complex parameters (no paper has them) follow the convention optax adopted: a moment that
+averages gradients is complex, a second moment averages ``|g|^2`` (``_sq``), a norm is
+``sqrt(sum |x|^2)``, ADOPT clips the modulus, and the cautious mask keeps an entry where
+``Re(u conj(g)) >= 0``. For real arrays each of these is the real formula exactly.
 """
 
 from __future__ import annotations
@@ -13,12 +18,22 @@ import dataclasses
 import numpy as np
 
 
+def wide(x) -> np.ndarray:
+    """``x`` in float64, or in complex128 if it is complex."""
+    return np.asarray(x, np.complex128 if np.iscomplexobj(x) else np.float64)
+
+
+def _sq(x) -> np.ndarray:
+    """``|x|^2``: ``x * x`` for real ``x``."""
+    return (x * np.conj(x)).real
+
+
 def gradient(g, p, *, maximize: bool, l2: float = 0.0) -> np.ndarray:
     """The gradient as the algorithms consume it, in float64: negated to maximise (torch's
     convention, applied first), plus a coupled L2 term ``l2 * theta`` (the papers' and torch's
     ``weight_decay`` of the non-decoupled methods)."""
-    g = np.asarray(g, np.float64)
-    return (-g if maximize else g) + l2 * np.asarray(p, np.float64)
+    g = wide(g)
+    return (-g if maximize else g) + l2 * wide(p)
 
 
 @dataclasses.dataclass
@@ -58,12 +73,12 @@ class Adam:
     def step(
         self, state: dict[str, np.ndarray], g: np.ndarray, p: np.ndarray, t: int
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        theta = np.asarray(p, np.float64)
+        theta = wide(p)
         l2 = 0.0 if self.decoupled else self.weight_decay
         g = gradient(g, p, maximize=self.maximize, l2=l2)
 
         m = self.b1 * state["mu"] + (1.0 - self.b1) * g
-        v = self.b2 * state["nu"] + (1.0 - self.b2) * np.square(g)
+        v = self.b2 * state["nu"] + (1.0 - self.b2) * _sq(g)
         new_state = {"mu": m, "nu": v}
         second = v
         if self.amsgrad:
@@ -127,11 +142,11 @@ class Adadelta:
 
     def step(self, state, g, p, t):
         g = gradient(g, p, maximize=self.maximize, l2=self.weight_decay)
-        eg2 = self.rho * state["square_avg"] + (1 - self.rho) * g**2
+        eg2 = self.rho * state["square_avg"] + (1 - self.rho) * _sq(g)
         rms_dx = np.sqrt(state["acc_delta"] + self.eps)
         rms_g = np.sqrt(eg2 + self.eps)
         dx = rms_dx / rms_g * g
-        edx2 = self.rho * state["acc_delta"] + (1 - self.rho) * dx**2
+        edx2 = self.rho * state["acc_delta"] + (1 - self.rho) * _sq(dx)
         return -self.learning_rate * dx, {"square_avg": eg2, "acc_delta": edx2}
 
 
@@ -153,7 +168,7 @@ class Adagrad:
     def step(self, state, g, p, t):
         g = gradient(g, p, maximize=self.maximize, l2=self.weight_decay)
         rate = self.learning_rate / (1 + (t - 1) * self.lr_decay)
-        acc = state["sum"] + g * g
+        acc = state["sum"] + _sq(g)
         return -rate * g / (np.sqrt(acc) + self.eps), {"sum": acc}
 
 
@@ -181,11 +196,11 @@ class RMSprop:
 
     def step(self, state, g, p, t):
         g = gradient(g, p, maximize=self.maximize, l2=self.weight_decay)
-        new = {"nu": self.decay * state["nu"] + (1 - self.decay) * g * g}
+        new = {"nu": self.decay * state["nu"] + (1 - self.decay) * _sq(g)}
         var = new["nu"]
         if self.centered:
             new["mu"] = self.decay * state["mu"] + (1 - self.decay) * g
-            var = var - new["mu"] ** 2
+            var = var - _sq(new["mu"])
         denom = np.sqrt(var + self.eps) if self.eps_in_sqrt else np.sqrt(var) + self.eps
         d = g / denom
         if self.momentum:
@@ -218,13 +233,13 @@ class NAdam:
         return {"mu": np.zeros(np.shape(p)), "nu": np.zeros(np.shape(p))}
 
     def step(self, state, g, p, t):
-        theta = np.asarray(p, np.float64)
+        theta = wide(p)
         l2 = 0.0 if self.decoupled else self.weight_decay
         g = gradient(g, p, maximize=self.maximize, l2=l2)
         prod_t = np.prod([self._mu(i) for i in range(1, t + 1)])
         prod_next = prod_t * self._mu(t + 1)
         m = self.b1 * state["mu"] + (1 - self.b1) * g
-        v = self.b2 * state["nu"] + (1 - self.b2) * g * g
+        v = self.b2 * state["nu"] + (1 - self.b2) * _sq(g)
         v_hat = v / (1 - self.b2**t)
         m_bar = (1 - self._mu(t)) * g / (1 - prod_t) + self._mu(t + 1) * m / (1 - prod_next)
         step = -self.learning_rate * m_bar / (np.sqrt(v_hat) + self.eps)
@@ -251,11 +266,11 @@ class RAdam:
         return {"mu": np.zeros(np.shape(p)), "nu": np.zeros(np.shape(p))}
 
     def step(self, state, g, p, t):
-        theta = np.asarray(p, np.float64)
+        theta = wide(p)
         l2 = 0.0 if self.decoupled else self.weight_decay
         g = gradient(g, p, maximize=self.maximize, l2=l2)
         m = self.b1 * state["mu"] + (1 - self.b1) * g
-        v = self.b2 * state["nu"] + (1 - self.b2) * g * g
+        v = self.b2 * state["nu"] + (1 - self.b2) * _sq(g)
         m_hat = m / (1 - self.b1**t)
         rho_inf = 2 / (1 - self.b2) - 1
         rho = rho_inf - 2 * t * self.b2**t / (1 - self.b2**t)
@@ -309,7 +324,7 @@ class Lion:
         g = gradient(g, p, maximize=self.maximize)
         interpolated = self.b1 * state["mu"] + (1 - self.b1) * g
         step = -self.learning_rate * (np.sign(interpolated)
-                                      + self.weight_decay * np.asarray(p, np.float64))
+                                      + self.weight_decay * wide(p))
         return step, {"mu": self.b2 * state["mu"] + (1 - self.b2) * g}
 
 
@@ -332,10 +347,10 @@ class AdaBelief:
     def step(self, state, g, p, t):
         g = gradient(g, p, maximize=self.maximize)
         m = self.b1 * state["mu"] + (1 - self.b1) * g
-        s = self.b2 * state["nu"] + (1 - self.b2) * (g - m) ** 2 + self.eps_root
+        s = self.b2 * state["nu"] + (1 - self.b2) * _sq(g - m) + self.eps_root
         m_hat, s_hat = m / (1 - self.b1**t), s / (1 - self.b2**t)
         step = -self.learning_rate * m_hat / (np.sqrt(s_hat) + self.eps)
-        step = step - self.learning_rate * self.weight_decay * np.asarray(p, np.float64)
+        step = step - self.learning_rate * self.weight_decay * wide(p)
         return step, {"mu": m, "nu": s}
 
 
@@ -359,7 +374,7 @@ class Yogi:
     def step(self, state, g, p, t):
         g = gradient(g, p, maximize=self.maximize, l2=self.weight_decay)
         m = self.b1 * state["mu"] + (1 - self.b1) * g
-        v = state["nu"] - (1 - self.b2) * np.sign(state["nu"] - g * g) * g * g
+        v = state["nu"] - (1 - self.b2) * np.sign(state["nu"] - _sq(g)) * _sq(g)
         return -self.learning_rate * m / (np.sqrt(v) + self.eps), {"mu": m, "nu": v}
 
 
@@ -383,21 +398,22 @@ class Adopt:
 
     def step(self, state, g, p, t):
         g = gradient(g, p, maximize=self.maximize)
-        decay = -self.learning_rate * self.weight_decay * np.asarray(p, np.float64)
+        decay = -self.learning_rate * self.weight_decay * wide(p)
         if t == 1:
-            return decay, {"mu": state["mu"], "nu": g * g}
+            return decay, {"mu": state["mu"], "nu": _sq(g)}
         g_tilde = g / np.maximum(np.sqrt(state["nu"]), self.eps)
         if self.use_clipping:
             bound = (t - 1) ** 0.25
-            g_tilde = np.clip(g_tilde, -bound, bound)
+            g_tilde = (g_tilde * np.minimum(1, bound / np.maximum(np.abs(g_tilde), 1e-300))
+                       if np.iscomplexobj(g_tilde) else np.clip(g_tilde, -bound, bound))
         m = self.b1 * state["mu"] + (1 - self.b1) * g_tilde
         d = self.b1 * m + (1 - self.b1) * g_tilde if self.nesterov else m
-        v = self.b2 * state["nu"] + (1 - self.b2) * g * g
+        v = self.b2 * state["nu"] + (1 - self.b2) * _sq(g)
         return -self.learning_rate * d + decay, {"mu": m, "nu": v}
 
 
 def _norm(x) -> float:
-    return float(np.sqrt(np.sum(np.square(x))))
+    return float(np.sqrt(np.sum(_sq(x))))
 
 
 @dataclasses.dataclass
@@ -417,10 +433,10 @@ class Lamb:
         return {"mu": np.zeros(np.shape(p)), "nu": np.zeros(np.shape(p))}
 
     def step(self, state, g, p, t):
-        x = np.asarray(p, np.float64)
+        x = wide(p)
         g = gradient(g, p, maximize=self.maximize)
         m = self.b1 * state["mu"] + (1 - self.b1) * g
-        v = self.b2 * state["nu"] + (1 - self.b2) * g * g
+        v = self.b2 * state["nu"] + (1 - self.b2) * _sq(g)
         r = (m / (1 - self.b1**t)) / (np.sqrt(v / (1 - self.b2**t)) + self.eps)
         r = r + self.weight_decay * x
         x_norm, r_norm = _norm(x), _norm(r)
@@ -450,12 +466,12 @@ class Adan:
                 "prev_grad": zeros.copy()}
 
     def step(self, state, g, p, t):
-        x = np.asarray(p, np.float64)
+        x = wide(p)
         g = gradient(g, p, maximize=self.maximize)
         delta = np.zeros_like(g) if t == 1 else g - state["prev_grad"]
         m = self.b1 * state["mu"] + (1 - self.b1) * g
         d = self.b2 * state["mu_diff"] + (1 - self.b2) * delta
-        n = self.b3 * state["nu"] + (1 - self.b3) * (g + self.b2 * delta) ** 2
+        n = self.b3 * state["nu"] + (1 - self.b3) * _sq(g + self.b2 * delta)
         u = (m / (1 - self.b1**t) + self.b2 * d / (1 - self.b2**t)) / (
             np.sqrt(n / (1 - self.b3**t)) + self.eps
         )
@@ -491,9 +507,9 @@ class Mars:
         if _norm(c) > 1:
             c = c / _norm(c)
         m = self.b1 * state["mu"] + (1 - self.b1) * c
-        v = self.b2 * state["nu"] + (1 - self.b2) * c * c
+        v = self.b2 * state["nu"] + (1 - self.b2) * _sq(c)
         u = (m / (1 - self.b1**t)) / (np.sqrt(v / (1 - self.b2**t)) + self.eps)
-        step = -self.learning_rate * (u + self.weight_decay * np.asarray(p, np.float64))
+        step = -self.learning_rate * (u + self.weight_decay * wide(p))
         return step, {"mu": m, "nu": v, "prev_grad": g}
 
 
@@ -529,9 +545,9 @@ class AdEMAMix:
             b3 = min(np.exp(ln1 * ln3 / ((1 - s) * ln3 + s * ln1)), self.b3)
         m1 = self.b1 * state["mu"] + (1 - self.b1) * g
         m2 = b3 * state["mu_slow"] + (1 - b3) * g
-        v = self.b2 * state["nu"] + (1 - self.b2) * g * g
+        v = self.b2 * state["nu"] + (1 - self.b2) * _sq(g)
         u = (m1 / (1 - self.b1**t) + alpha * m2) / (np.sqrt(v / (1 - self.b2**t)) + self.eps)
-        step = -self.learning_rate * (u + self.weight_decay * np.asarray(p, np.float64))
+        step = -self.learning_rate * (u + self.weight_decay * wide(p))
         return step, {"mu": m1, "mu_slow": m2, "nu": v}
 
 
@@ -559,25 +575,25 @@ class Adafactor:
         return {"v_row": np.zeros((1,)), "v_col": np.zeros((1,)), "v": np.zeros(shape)}
 
     def step(self, state, g, p, t):
-        x = np.asarray(p, np.float64)
+        x = wide(p)
         g = gradient(g, p, maximize=self.maximize)
         beta2 = 1 - t**self.beta2_decay
         new = dict(state)
         if g.ndim >= 2:
             # Row and column means; a mean over nothing is taken as 0.
-            r = beta2 * state["v_row"] + (1 - beta2) * np.sum(g * g, axis=-1) / max(
+            r = beta2 * state["v_row"] + (1 - beta2) * np.sum(_sq(g), axis=-1) / max(
                 g.shape[-1], 1)
-            c = beta2 * state["v_col"] + (1 - beta2) * np.sum(g * g, axis=-2) / max(
+            c = beta2 * state["v_col"] + (1 - beta2) * np.sum(_sq(g), axis=-2) / max(
                 g.shape[-2], 1)
             row_mean = np.sum(r, axis=-1) / max(r.shape[-1], 1)
             denom = np.maximum(row_mean, self.eps1)[..., None, None]
             v_hat = r[..., :, None] * c[..., None, :] / denom
             new.update(v_row=r, v_col=c)
         else:
-            v_hat = beta2 * state["v"] + (1 - beta2) * g * g
+            v_hat = beta2 * state["v"] + (1 - beta2) * _sq(g)
             new["v"] = v_hat
         u = g / np.sqrt(np.maximum(v_hat, self.eps1**2))
-        rms = lambda a: np.sqrt(np.mean(a * a)) if a.size else 0.0  # noqa: E731
+        rms = lambda a: np.sqrt(np.mean(_sq(a))) if a.size else 0.0  # noqa: E731
         rho = min(self.learning_rate, 1 / np.sqrt(t))
         alpha = max(self.eps2, rms(x)) * rho
         clipped = u / max(1.0, rms(u) / self.d)
@@ -605,14 +621,14 @@ class ScheduleFree:
         return self.learning_rate * np.sqrt(1 - self.b2**t) * warmup
 
     def init(self, p):
-        return {"z": np.array(p, np.float64), "nu": np.zeros(np.shape(p))}
+        return {"z": wide(p).copy(), "nu": np.zeros(np.shape(p))}
 
     def step(self, state, g, p, t):
-        y = np.asarray(p, np.float64)
+        y = wide(p)
         z = state["z"]
         x = (y - (1 - self.b1) * z) / self.b1
         g = gradient(g, p, maximize=self.maximize)
-        v = self.b2 * state["nu"] + (1 - self.b2) * g * g
+        v = self.b2 * state["nu"] + (1 - self.b2) * _sq(g)
         gamma = self.gamma(t)
         z_next = z - gamma * (g / (np.sqrt(v) + self.eps) + self.weight_decay * y)
         weights = [self.gamma(i) ** self.weight_lr_power for i in range(1, t + 1)]
@@ -651,17 +667,17 @@ class AdamMini:
         g = gradient(g, p, maximize=self.maximize)
         axes = self.blocks(np.shape(g))
         m = self.b1 * state["mu"] + (1 - self.b1) * g
-        block_mean = np.mean(g * g, axis=axes, keepdims=True) if g.size else np.zeros_like(
+        block_mean = np.mean(_sq(g), axis=axes, keepdims=True) if g.size else np.zeros_like(
             state["nu"])
         v = self.b2 * state["nu"] + (1 - self.b2) * block_mean
         u = (m / (1 - self.b1**t)) / (np.sqrt(v / (1 - self.b2**t)) + self.eps)
-        step = -self.learning_rate * (u + self.weight_decay * np.asarray(p, np.float64))
+        step = -self.learning_rate * (u + self.weight_decay * wide(p))
         return step, {"mu": m, "nu": v}
 
 
 def _cautious(u: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Liang et al. (2024): phi = [u * g >= 0], and u * phi scaled by d / (nnz(phi) + 1)."""
-    phi = (u * g >= 0).astype(np.float64)
+    """Liang et al. (2024): phi = [Re(u conj(g)) >= 0], and u * phi scaled by d / (nnz(phi) + 1)."""
+    phi = ((u * np.conj(g)).real >= 0).astype(np.float64)
     return u * phi * (u.size / (phi.sum() + 1))
 
 
@@ -683,10 +699,10 @@ class CautiousAdamW:
     def step(self, state, g, p, t):
         g = gradient(g, p, maximize=self.maximize)
         m = self.b1 * state["mu"] + (1 - self.b1) * g
-        v = self.b2 * state["nu"] + (1 - self.b2) * g * g
+        v = self.b2 * state["nu"] + (1 - self.b2) * _sq(g)
         u = (m / (1 - self.b1**t)) / (np.sqrt(v / (1 - self.b2**t)) + self.eps)
         step = -self.learning_rate * (_cautious(u, g)
-                                      + self.weight_decay * np.asarray(p, np.float64))
+                                      + self.weight_decay * wide(p))
         return step, {"mu": m, "nu": v}
 
 
@@ -708,5 +724,5 @@ class CautiousLion:
         g = gradient(g, p, maximize=self.maximize)
         u = np.sign(self.b1 * state["mu"] + (1 - self.b1) * g)
         step = -self.learning_rate * (_cautious(u, g)
-                                      + self.weight_decay * np.asarray(p, np.float64))
+                                      + self.weight_decay * wide(p))
         return step, {"mu": self.b2 * state["mu"] + (1 - self.b2) * g}

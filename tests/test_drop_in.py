@@ -53,7 +53,7 @@ def test_sgd_accumulator_dtype() -> None:
         with jax.numpy_dtype_promotion("standard"):  # optax's sgd mixes dtypes
             v, their_state = theirs.update(g, their_state, params)
         chex.assert_trees_all_close(u, v, rtol=1e-2)
-    with pytest.raises(ValueError, match="accumulator_dtype must be a floating dtype"):
+    with pytest.raises(ValueError, match="accumulator_dtype must be a floating or complex dtype"):
         jadam.sgd(0.1, momentum=0.9, accumulator_dtype=jnp.int32)
 
 

@@ -46,7 +46,7 @@ BAD = [
     ("warmup_steps", -1, "must be an integer >= 0"),
     ("warmup_steps", 2.5, "must be an integer >= 0"),
     ("weight_lr_power", -1.0, "must be >= 0, got -1"),
-    ("z_dtype", jnp.int32, "must be a floating dtype, got int32"),
+    ("z_dtype", jnp.int32, "must be a floating or complex dtype, got int32"),
     ("alpha_warmup", 0, "must be an integer >= 1"),
     ("b3_warmup", 1.5, "must be an integer >= 1"),
     ("eps", -1e-8, "must be >= 0, got -1e-08"),
@@ -63,7 +63,7 @@ BAD = [
     ("initial_accumulator_value", -0.5, "must be >= 0, got -0.5"),
     ("decay", 1.0, "must be in [0, 1), got 1"),
     ("momentum_decay", -0.1, "must be >= 0, got -0.1"),
-    ("mu_dtype", jnp.int32, "must be a floating dtype, got int32"),
+    ("mu_dtype", jnp.int32, "must be a floating or complex dtype, got int32"),
     ("nu_dtype", "not-a-dtype", "is not a dtype"),
 ]
 

@@ -102,15 +102,17 @@ _EXACT_TESTS = [
     "tests/test_mnist_cnn.py::test_state_layouts_train_alike",
     *(f"tests/test_nnx.py::test_nnx_optimizer_trains_as_the_functional_loop[adam-{wrap}]"
       for wrap in ("plain", "quantized", "one_pass", "skip_nonfinite", "cautious", "packed")),
+    *(f"tests/test_complex.py::test_layouts_keep_complex_updates[{wrap}]"
+      for wrap in ("packed", "one_pass", "skip_nonfinite")),
 ]
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the ISA cap is an XLA:CPU flag")
 def test_bit_for_bit_claims_of_other_test_files_without_fma() -> None:
     """A sweep against solo runs, fixed against traced hyperparameters (Hypothesis), the
-    example's packed state against plain state, and Adam in every wrapper in flax.nnx against
-    the functional loop: run by pytest in one process without FMA, where each asserts equal
-    bits."""
+    example's packed state against plain state, Adam in every wrapper in flax.nnx against
+    the functional loop, and complex AdamW packed, one-pass and skipping against plain: run
+    by pytest in one process without FMA, where each asserts equal bits."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_cpu_max_isa=AVX"}
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:xdist",
                           "-p", "no:cacheprovider", *_EXACT_TESTS], env=env,
