@@ -107,6 +107,14 @@ def scalar(
                 "to sweep values, jax.vmap over a function that builds the optimizer"
             )
         dtype = jnp.dtype(value.dtype)
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            # optax.inject_hyperparams gives the hyperparameters the parameters' dtype, complex
+            # for complex parameters: the real part is the value (a concrete value must have
+            # no imaginary part; a traced one cannot be checked).
+            if not is_traced(value) and np.imag(np.asarray(value)) != 0:
+                raise fail(f"must be a real number, got {complex(np.asarray(value))}")
+            value = jnp.real(value) if isinstance(value, jax.Array) else np.real(value)
+            dtype = jnp.dtype(value.dtype)
         if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
             raise fail(f"must be a real number, got an array of dtype {dtype}")
         if is_traced(value):  # float64 stays float64 (for float64 leaves); the rest float32
@@ -149,7 +157,8 @@ def value_at(value: F32 | Schedule, count: jax.Array, dtype: Any = jnp.float32) 
     uphill. An infinite value is passed on as it is.
     """
     if _is_schedule(value):
-        v = jnp.asarray(value(count)).astype(dtype)
+        v = jnp.asarray(value(count))
+        v = (jnp.real(v) if jnp.iscomplexobj(v) else v).astype(dtype)  # (see scalar)
         if jnp.shape(v) != ():
             raise ValueError(
                 f"a schedule must return a scalar, got an array of shape {jnp.shape(v)}"

@@ -14,7 +14,7 @@ import pytest
 
 import jadam
 from tests import helpers
-from tests.optimizers import CASES, Case
+from tests.optimizers import CASES, Case, inject
 
 STEPS = 100
 
@@ -284,3 +284,25 @@ def test_nnx_optimizer_trains_complex_parameters(tmp_path) -> None:
         assert a.dtype == b.dtype
         np.testing.assert_allclose(a, b, rtol=0, atol=2e-2 * float(np.abs(b).max()))
     assert float(loss_fn(model)) < 0.9 * first
+
+
+@pytest.mark.parametrize("name", sorted(set(jadam.optimizers) - set(REFUSED)))
+def test_inject_hyperparams_with_complex_parameters(name: str) -> None:
+    """``optax.inject_hyperparams`` gives the hyperparameters the parameters' dtype, complex
+    here: jadam takes their real part, and the injected optimizer gives the plain one's
+    updates (to 4 ulps of scale, as tests/test_inject.py; traced scalars may round alike or
+    not), jitted, for 5 steps."""
+    info = jadam.optimizers[name]
+    kwargs = {} if "learning_rate" in info.defaults else {"learning_rate": 1e-2}
+    params = _complex_tree(0)
+    grads = _complex_grads(5)
+    plain, _ = helpers.run_jadam(info.make(**kwargs), params, grads)
+    injected, _ = helpers.run_jadam(inject(info.make, kwargs), params, grads)
+    helpers.assert_trees_within_scale_ulps(injected[-1], plain[-1], 4)
+
+
+def test_a_complex_hyperparameter_must_be_real() -> None:
+    with pytest.raises(ValueError, match=r"b1 must be a real number, got \(0\.89"):
+        jadam.adam(b1=jnp.asarray(0.9 + 0.1j, jnp.complex64))
+    # A complex value with no imaginary part (inject_hyperparams's) is its real part.
+    jadam.adam(b1=jnp.asarray(0.9, jnp.complex64))
