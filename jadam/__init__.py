@@ -17,12 +17,14 @@ from jadam.adan import ScaleByAdanState, adan, scale_by_adan
 from jadam.ademamix import ScaleByAdEMAMixState, ademamix, scale_by_ademamix
 from jadam.adopt import ScaleByAdoptState, adopt, scale_by_adopt
 from jadam.cautious import cautious, cautious_adamw, cautious_lion
+from jadam.codecs.eight_bit import quantized
+from jadam.codecs.packed import PackedState, packed
 from jadam.lamb import ScaleByLambState, lamb, scale_by_lamb
-from jadam.layout import PackedState, one_pass, packed, quantized
 from jadam.lion import ScaleByLionState, lion, scale_by_lion
 from jadam.mars import ScaleByMarsState, mars, scale_by_mars
 from jadam.nadam import ScaleByNAdamState, nadam, nadamw, scale_by_nadam
 from jadam.nonfinite import SkipNonfiniteState, skip_nonfinite
+from jadam.one_pass import one_pass
 from jadam.packing import Packed, PackIndex, pack, unpack
 from jadam.radam import ScaleByRAdamState, radam, scale_by_radam
 from jadam.registry import OptimizerInfo, optimizers

@@ -12,8 +12,8 @@ from jax.typing import DTypeLike
 from jadam import layout
 from jadam.adam import _adam_rule
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.layout import cautious_mask
 from jadam.lion import _lion_rule
+from jadam.stages import cautious_mask
 
 
 def cautious(

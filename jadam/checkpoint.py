@@ -101,7 +101,7 @@ def restore(directory: str | os.PathLike[str], like: Any) -> Any:
                 f"jadam.checkpoint.restore: {path} was not written by jadam.checkpoint.save "
                 "(it has no record of shapes and types to check); restore it with orbax itself"
             )
-        record, fill, join = _upgrade(record, like)
+        record, fill, join = _upgrade(_renamed(record), like)
         problems = _differences(record, like)
         if problems:
             shown = "\n  ".join(problems[:10])
@@ -136,6 +136,17 @@ def restore(directory: str | os.PathLike[str], like: Any) -> Any:
             v = jax.device_put(_join(v["codes"], v["scales"]), _abstract(x).sharding)
         out.append(v)
     return treedef.unflatten(out)
+
+
+#: Node types that moved to another module since a checkpoint may have been written: the name
+#: then, the name now. (The classes are the same; only their module changed.)
+_MOVED = {"jadam.layout.PackedState": "jadam.codecs.packed.PackedState"}
+
+
+def _renamed(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with the node types of :data:`_MOVED` under their names of today."""
+    types = {where: _MOVED.get(kind, kind) for where, kind in record["types"].items()}
+    return {**record, "types": types}
 
 
 def _join(codes: Any, scales: Any) -> np.ndarray:

@@ -242,7 +242,7 @@ def learning_rate(fn: str, value: Any) -> F32 | Schedule:
 def float_dtype(fn: str, name: str, value: Any) -> np.dtype | None:
     """Validates an optional state dtype such as ``mu_dtype``: ``None``, a floating or a complex
     dtype (which sets a precision: a moment is complex where its parameter is, see
-    :func:`jadam.layout._moment_dtype`)."""
+    :func:`jadam.dtypes.moment_dtype`)."""
     if value is None:
         return None
     try:

@@ -15,8 +15,8 @@ import optax
 from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
+from jadam.codecs.packed import PackedState
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.layout import PackedState
 from jadam.rule import WEIGHT_DECAY, Moment, Rule, adam_hyperparams, bias_correction, ema, square
 
 

@@ -195,13 +195,14 @@ def test_errors() -> None:
             jadam.quantized(jadam.adam(1e-3), min_size=bad)
 
 
-# Large 8-bit leaves on one CPU are updated a chunk of blocks at a time (jadam.layout._CHUNK,
-# here shrunk to 4 blocks so that small arrays take that path): the same arithmetic as the
-# whole-array update, checked byte for byte with the instruction set capped below FMA (with FMA
-# LLVM may contract a multiply-add differently in the two programs; see jadam.one_pass).
+# Large 8-bit leaves on one CPU are updated a chunk of blocks at a time
+# (jadam.codecs.eight_bit.CHUNK, here shrunk to 4 blocks so that small arrays take that path):
+# the same arithmetic as the whole-array update, checked byte for byte with the instruction set
+# capped below FMA (with FMA LLVM may contract a multiply-add differently in the two programs;
+# see jadam.one_pass).
 _CHUNKED = textwrap.dedent("""
     import json, jax, jax.numpy as jnp, numpy as np, optax, jadam
-    from jadam import layout
+    from jadam.codecs import eight_bit
     from tests.optimizers import CASES
 
     rng = np.random.default_rng(0)
@@ -220,7 +221,7 @@ _CHUNKED = textwrap.dedent("""
             elementwise = False
         results, loops = [], []
         for chunk in (4 * 256, 1 << 40):
-            layout._CHUNK = chunk  # read when the step is traced
+            eight_bit.CHUNK = chunk  # read when the step is traced
             def step(p, s, g, tx=tx):
                 u, s = tx.update(g, s, p)
                 return optax.apply_updates(p, u), s

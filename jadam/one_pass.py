@@ -1,0 +1,89 @@
+"""One pass over memory (:func:`jadam.one_pass`): a large array's update computed from the old
+moments, so that XLA can fuse the parameter's and the moments' loops into one."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jadam import checks, quantize
+from jadam.codecs.eight_bit import Kernel
+from jadam.rule import Rule
+
+
+def one_pass(tx: Any, *, min_size: int = 1 << 20) -> Any:
+    """The optimizer ``tx`` with each large array's update computed from the *old* moments,
+    so that XLA can update the parameter and the moments in one pass over memory.
+
+    An elementwise optimizer must read the parameter, gradient and moments and write the
+    parameter and moments: for Adam in float32, 28 bytes per parameter at least. XLA
+    compiles the plain formula (and optax's) into three loops, one per output, the parameter
+    loop reading the new moments back: about 40 bytes. Here the rule runs twice on the same
+    old inputs, once for the new moments and once, on inputs multiplied by a 1 hidden behind
+    ``lax.optimization_barrier`` (exact; it stops XLA from merging the two), for the update.
+    With ``optax.apply_updates`` in the same jitted step, all three outputs then read only the
+    four inputs, and XLA can fuse them into one loop with three outputs.
+
+    The arithmetic is that of ``tx``, operation for operation. On a CPU without fused
+    multiply-add (or with ``XLA_FLAGS=--xla_cpu_max_isa=AVX``) the results are bit for bit
+    those of ``tx`` (tested for every optimizer). With FMA, LLVM contracts ``a * b + c * d``
+    into ``fma(a, b, c * d)`` or ``fma(c, d, a * b)`` depending on the order in which the loop
+    loads its inputs, which differs between the fused loop and the plain ones: the moments
+    may then differ by 1 ulp (as ``tx`` itself may differ between two ways of compiling it).
+
+    On CPU, XLA fuses those loops only when the process starts with
+    ``XLA_FLAGS=--xla_backend_extra_options=xla_cpu_use_multi_output_fusion`` (set before
+    JAX's first computation). Without it the duplicated arithmetic makes the step several
+    times *slower*, so on CPU without the flag this returns ``tx`` unchanged, with a warning.
+    Measured on CPU only (``bench/README.md``); GPU and TPU fuse sibling loops by default.
+
+    Args:
+      tx: a jadam optimizer.
+      min_size: arrays with fewer elements keep the plain formula (below about a million
+        elements the loop count matters little).
+    """
+    fused = checks.layout_option("jadam.one_pass", tx, min_size, "one_pass_min_size")
+    if jax.default_backend() == "cpu" and not _cpu_fuses_siblings():
+        warnings.warn(
+            "jadam.one_pass: XLA:CPU fuses the update into one pass only with "
+            "XLA_FLAGS=--xla_backend_extra_options=xla_cpu_use_multi_output_fusion set "
+            "before JAX starts; without it the update would be slower, so it is left as it "
+            "is.", stacklevel=2,
+        )
+        return tx
+    return fused
+
+
+def _cpu_fuses_siblings() -> bool:
+    return "xla_cpu_use_multi_output_fusion" in os.environ.get("XLA_FLAGS", "")
+
+
+def wrap(kernel: Kernel, *, min_size: int) -> Kernel:
+    """``kernel`` run twice on arrays of at least ``min_size`` elements (see :func:`one_pass`):
+    once for the new moments, once on the same old inputs for the update. A state with 8-bit
+    moments is left to ``kernel`` (decoding them is a pass of its own)."""
+    def one_pass_kernel(
+        rule: Rule, *, g: jax.Array, state: dict[str, Any], **kwargs: Any
+    ) -> tuple[jax.Array, dict[str, Any]]:
+        if g.size < min_size or any(quantize.is_quantized(v) for v in state.values()):
+            return kernel(rule, g=g, state=state, **kwargs)
+        _, new = kernel(rule, g=g, state=state, **kwargs)
+        # The same update from the same old inputs, each times a 1 that XLA cannot see
+        # through: exact, and it keeps XLA from merging this chain back into the one above.
+        # (A barrier around the arrays themselves would do on CPU, but on GPU XLA removes
+        # barriers only after fusion, so the two loops would not look like siblings.)
+        p = kwargs.pop("p")
+        g, p, state = jax.tree.map(_times_opaque_one, (g, p, state))
+        update, _ = kernel(rule, g=g, state=state, p=p, **kwargs)
+        return update, new
+
+    return one_pass_kernel
+
+
+def _times_opaque_one(x: jax.Array) -> jax.Array:
+    return x * lax.optimization_barrier(jnp.ones((), x.dtype))
