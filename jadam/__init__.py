@@ -11,6 +11,7 @@ from jadam.adadelta import ScaleByAdadeltaState, adadelta, scale_by_adadelta
 from jadam.adafactor import ScaleByAdafactorState, adafactor
 from jadam.adagrad import ScaleByAdagradState, adagrad, scale_by_adagrad
 from jadam.adam import ScaleByAdamState, adam, adamw, amsgrad, scale_by_adam
+from jadam.adam_atan2 import ScaleByAdamAtan2State, adam_atan2, scale_by_adam_atan2
 from jadam.adam_mini import ScaleByAdamMiniState, adam_mini, adam_mini_partition, scale_by_adam_mini
 from jadam.adamax import ScaleByAdamaxState, adamax, scale_by_adamax
 from jadam.adan import ScaleByAdanState, adan, scale_by_adan
@@ -20,6 +21,7 @@ from jadam.cautious import cautious, cautious_adamw, cautious_lion
 from jadam.codecs.eight_bit import quantized
 from jadam.codecs.packed import PackedState, packed
 from jadam.lamb import ScaleByLambState, lamb, scale_by_lamb
+from jadam.laprop import ScaleByLaPropState, laprop, scale_by_laprop
 from jadam.lion import ScaleByLionState, lion, scale_by_lion
 from jadam.mars import ScaleByMarsState, mars, scale_by_mars
 from jadam.nadam import ScaleByNAdamState, nadam, nadamw, scale_by_nadam
@@ -36,6 +38,7 @@ from jadam.schedule_free import (
 )
 from jadam.sgd import ScaleBySGDState, scale_by_sgd, sgd
 from jadam.sharding import state_shardings
+from jadam.stable_adamw import ScaleByStableAdamWState, scale_by_stable_adamw, stable_adamw
 from jadam.yogi import ScaleByYogiState, scale_by_yogi, yogi
 
 __version__ = "0.1.0.dev0"
@@ -49,12 +52,14 @@ __all__ = [
     "ScaleByAdadeltaState",
     "ScaleByAdafactorState",
     "ScaleByAdagradState",
+    "ScaleByAdamAtan2State",
     "ScaleByAdamMiniState",
     "ScaleByAdamState",
     "ScaleByAdamaxState",
     "ScaleByAdanState",
     "ScaleByAdoptState",
     "ScaleByBeliefState",
+    "ScaleByLaPropState",
     "ScaleByLambState",
     "ScaleByLionState",
     "ScaleByMarsState",
@@ -63,6 +68,7 @@ __all__ = [
     "ScaleByRMSpropState",
     "ScaleBySGDState",
     "ScaleByScheduleFreeState",
+    "ScaleByStableAdamWState",
     "ScaleByYogiState",
     "SkipNonfiniteState",
     "adabelief",
@@ -70,6 +76,7 @@ __all__ = [
     "adafactor",
     "adagrad",
     "adam",
+    "adam_atan2",
     "adam_mini",
     "adam_mini_partition",
     "adamax",
@@ -83,6 +90,7 @@ __all__ = [
     "cautious_lion",
     "checkpoint",
     "lamb",
+    "laprop",
     "lion",
     "mars",
     "nadam",
@@ -99,23 +107,27 @@ __all__ = [
     "scale_by_adadelta",
     "scale_by_adagrad",
     "scale_by_adam",
+    "scale_by_adam_atan2",
     "scale_by_adam_mini",
     "scale_by_adamax",
     "scale_by_adan",
     "scale_by_ademamix",
     "scale_by_adopt",
     "scale_by_lamb",
+    "scale_by_laprop",
     "scale_by_lion",
     "scale_by_mars",
     "scale_by_nadam",
     "scale_by_radam",
     "scale_by_rmsprop",
     "scale_by_sgd",
+    "scale_by_stable_adamw",
     "scale_by_yogi",
     "schedule_free_adamw",
     "schedule_free_eval_params",
     "sgd",
     "skip_nonfinite",
+    "stable_adamw",
     "state_shardings",
     "tune",
     "unpack",

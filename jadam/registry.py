@@ -20,6 +20,7 @@ from jadam.adadelta import adadelta
 from jadam.adafactor import adafactor
 from jadam.adagrad import adagrad
 from jadam.adam import adam, adamw, amsgrad
+from jadam.adam_atan2 import adam_atan2
 from jadam.adam_mini import adam_mini
 from jadam.adamax import adamax
 from jadam.adan import adan
@@ -27,6 +28,7 @@ from jadam.ademamix import ademamix
 from jadam.adopt import adopt
 from jadam.cautious import cautious_adamw, cautious_lion
 from jadam.lamb import lamb
+from jadam.laprop import laprop
 from jadam.lion import lion
 from jadam.mars import mars
 from jadam.nadam import nadam, nadamw
@@ -34,6 +36,7 @@ from jadam.radam import radam
 from jadam.rmsprop import rmsprop
 from jadam.schedule_free import schedule_free_adamw
 from jadam.sgd import sgd
+from jadam.stable_adamw import stable_adamw
 from jadam.yogi import yogi
 
 
@@ -223,6 +226,25 @@ _ENTRIES = [
         "Taniguchi et al., *ADOPT: Modified Adam Can Converge with Any beta2 with the Optimal "
         "Rate*, NeurIPS 2024",
         "https://arxiv.org/abs/2411.02853",
+    ),
+    OptimizerInfo(
+        "adam_atan2", adam_atan2, "adam",
+        "Adam with atan2(m, sqrt(v)) in place of the division: no eps, scale-invariant",
+        "Everett et al., *Scaling Exponents Across Parameterizations and Optimizers*, ICML 2024",
+        "https://arxiv.org/abs/2407.05872",
+    ),
+    OptimizerInfo(
+        "laprop", laprop, "adam",
+        "Momentum over the gradient normalised by its RMS: Adam with the two steps swapped",
+        "Ziyin, Wang & Ueda, *LaProp: Separating Momentum and Adaptivity in Adam*, 2020",
+        "https://arxiv.org/abs/2002.04839",
+    ),
+    OptimizerInfo(
+        "stable_adamw", stable_adamw, "adam",
+        "AdamW whose step (decay included) shrinks per tensor where g^2 / v has an RMS over 1",
+        "Wortsman et al., *Stable and low-precision training for large-scale vision-language "
+        "models*, NeurIPS 2023",
+        "https://arxiv.org/abs/2304.13013",
     ),
 ]
 

@@ -444,6 +444,32 @@ CASES = [
         # mu averages g / max(sqrt(nu), eps), itself two roundings: 1.4 ulps observed.
         state_ulps=2,
     ),
+    Case("adam_atan2", jadam.adam_atan2, {}, reference.AdamAtan2()),
+    Case(
+        "adam_atan2-tuned-decay-maximize",
+        jadam.adam_atan2,
+        {"learning_rate": 1e-2, "b2": 0.99, "a": 1.0, "b": 2.0, "weight_decay": 0.1,
+         "maximize": True},
+        reference.AdamAtan2(learning_rate=1e-2, b2=0.99, a=1.0, b=2.0, weight_decay=0.1,
+                            maximize=True),
+    ),
+    Case("laprop", jadam.laprop, {}, reference.LaProp()),
+    Case(
+        "laprop-decay-maximize",
+        jadam.laprop,
+        {"learning_rate": 1e-2, "b1": 0.95, "b2": 0.9, "eps": 1e-8, "weight_decay": 0.1,
+         "maximize": True},
+        reference.LaProp(learning_rate=1e-2, b1=0.95, b2=0.9, eps=1e-8, weight_decay=0.1,
+                         maximize=True),
+    ),
+    Case("stable_adamw", jadam.stable_adamw, {}, reference.StableAdamW()),
+    Case(
+        # b2 = 0.999: the second moment lags, and the clipping acts on many steps.
+        "stable_adamw-slow-nu-maximize",
+        jadam.stable_adamw,
+        {"learning_rate": 1e-2, "b2": 0.999, "weight_decay": 0.1, "maximize": True},
+        reference.StableAdamW(learning_rate=1e-2, b2=0.999, weight_decay=0.1, maximize=True),
+    ),
     Case(
         "lamb",
         jadam.lamb,

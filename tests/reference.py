@@ -726,3 +726,88 @@ class CautiousLion:
         step = -self.learning_rate * (_cautious(u, g)
                                       + self.weight_decay * wide(p))
         return step, {"mu": self.b2 * state["mu"] + (1 - self.b2) * g}
+
+
+@dataclasses.dataclass
+class AdamAtan2:
+    """Adam-atan2 of Everett et al. (2024): Adam's bias-corrected moments, the step
+    a * atan2(m_hat, b * sqrt(v_hat)) with no eps, decoupled decay scaled by the rate. For a
+    complex m_hat, atan2 of its modulus, in its phase."""
+
+    learning_rate: float = 1e-3
+    b1: float = 0.9
+    b2: float = 0.999
+    a: float = 1.27
+    b: float = 1.0
+    weight_decay: float = 0.0
+    maximize: bool = False
+
+    def init(self, p):
+        return {"mu": np.zeros(np.shape(p)), "nu": np.zeros(np.shape(p))}
+
+    def step(self, state, g, p, t):
+        g = gradient(g, p, maximize=self.maximize)
+        m = self.b1 * state["mu"] + (1 - self.b1) * g
+        v = self.b2 * state["nu"] + (1 - self.b2) * _sq(g)
+        m_hat = m / (1 - self.b1**t)
+        root = self.b * np.sqrt(v / (1 - self.b2**t))
+        if np.iscomplexobj(m_hat):
+            u = self.a * np.exp(1j * np.angle(m_hat)) * np.arctan2(np.abs(m_hat), root)
+        else:
+            u = self.a * np.arctan2(m_hat, root)
+        step = -self.learning_rate * (u + self.weight_decay * wide(p))
+        return step, {"mu": m, "nu": v}
+
+
+@dataclasses.dataclass
+class LaProp:
+    """LaProp, Algorithm 1 of Ziyin, Wang & Ueda (2020): the gradient divided by the root of
+    the bias-corrected second moment (plus eps), averaged into the momentum, whose
+    bias-corrected value is the step; decoupled decay scaled by the rate."""
+
+    learning_rate: float = 4e-4
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-15
+    weight_decay: float = 0.0
+    maximize: bool = False
+
+    def init(self, p):
+        return {"mu": np.zeros(np.shape(p)), "nu": np.zeros(np.shape(p))}
+
+    def step(self, state, g, p, t):
+        g = gradient(g, p, maximize=self.maximize)
+        v = self.b2 * state["nu"] + (1 - self.b2) * _sq(g)
+        normalised = g / (np.sqrt(v / (1 - self.b2**t)) + self.eps)
+        m = self.b1 * state["mu"] + (1 - self.b1) * normalised
+        step = -self.learning_rate * (m / (1 - self.b1**t) + self.weight_decay * wide(p))
+        return step, {"mu": m, "nu": v}
+
+
+@dataclasses.dataclass
+class StableAdamW:
+    """StableAdamW, Algorithm 2 of Wortsman et al. (2023): AdamW whose rate, for each array, is
+    divided by max(1, RMS), RMS = sqrt(mean(g^2 / max(v_hat, eps^2))) of the new second moment;
+    the decoupled decay uses the divided rate too. The paper's bias-corrected decay rates
+    beta_t = beta (1 - beta^(t-1)) / (1 - beta^t) make its moments m / (1 - beta^t) of the
+    usual ones (1 - beta_t = (1 - beta) / (1 - beta^t)); the state here keeps the usual ones."""
+
+    learning_rate: float = 1e-3
+    b1: float = 0.9
+    b2: float = 0.99
+    eps: float = 1e-6
+    weight_decay: float = 1e-2
+    maximize: bool = False
+
+    def init(self, p):
+        return {"mu": np.zeros(np.shape(p)), "nu": np.zeros(np.shape(p))}
+
+    def step(self, state, g, p, t):
+        g = gradient(g, p, maximize=self.maximize)
+        m = self.b1 * state["mu"] + (1 - self.b1) * g
+        v = self.b2 * state["nu"] + (1 - self.b2) * _sq(g)
+        m_hat, v_hat = m / (1 - self.b1**t), v / (1 - self.b2**t)
+        rms = np.sqrt(np.mean(_sq(g) / np.maximum(v_hat, self.eps**2))) if g.size else 0.0
+        rate = self.learning_rate / max(1.0, rms)
+        step = -rate * (m_hat / (np.sqrt(v_hat) + self.eps) + self.weight_decay * wide(p))
+        return step, {"mu": m, "nu": v}

@@ -34,7 +34,8 @@ nnx = pytest.importorskip("flax.nnx")
 ocp = pytest.importorskip("orbax.checkpoint")
 
 # Optimizers whose math reduces over each array: they cannot be packed.
-NOT_ELEMENTWISE = {"lamb", "mars", "adafactor", "adam_mini", "cautious_adamw", "cautious_lion"}
+NOT_ELEMENTWISE = {"lamb", "mars", "adafactor", "adam_mini", "cautious_adamw", "cautious_lion",
+                   "stable_adamw"}
 STEPS = 20
 
 

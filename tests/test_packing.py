@@ -27,7 +27,8 @@ from tests.helpers import assert_trees_within_ulps, gradient_sequence, random_tr
 from tests.optimizers import CASES
 
 # Optimizers whose math reduces over each array: they cannot share a buffer.
-NOT_ELEMENTWISE = {"lamb", "mars", "adafactor", "adam_mini", "cautious_adamw", "cautious_lion"}
+NOT_ELEMENTWISE = {"lamb", "mars", "adafactor", "adam_mini", "cautious_adamw", "cautious_lion",
+                   "stable_adamw"}
 
 
 def _is_elementwise(case_id: str) -> bool:

@@ -24,19 +24,21 @@ import jadam
 
 OPTIMIZERS = sorted(jadam.optimizers)
 # The optimizers through which one NaN gradient entry reaches the whole array: Adafactor's
-# factored moments and RMS clipping, Adam-mini's block means, MARS's clipping to unit norm.
+# factored moments and RMS clipping, Adam-mini's block means, MARS's clipping to unit norm,
+# StableAdamW's RMS clipping.
 # (LAMB's trust ratio falls back to 1 when a norm is not positive, NaN included; the cautious
 # mask does not count a NaN entry as agreeing. Both keep the NaN at its entry.)
-SPREADS_NAN = {"adafactor", "adam_mini", "mars"}
+SPREADS_NAN = {"adafactor", "adam_mini", "mars", "stable_adamw"}
 # update() without params must say it needs them: they read the parameters, or decay them by
 # default.
 NEEDS_PARAMS = {"adafactor", "lamb", "schedule_free_adamw", "adamw", "nadamw", "adan",
-                "adam_mini", "cautious_adamw"}
+                "adam_mini", "cautious_adamw", "stable_adamw"}
 
 
 # The optimizers that reduce over an array and so cannot be packed (a clear error, tested in
 # test_packing).
-UNPACKABLE = {"lamb", "adafactor", "adam_mini", "mars", "cautious_adamw", "cautious_lion"}
+UNPACKABLE = {"lamb", "adafactor", "adam_mini", "mars", "cautious_adamw", "cautious_lion",
+              "stable_adamw"}
 
 
 def make(name: str, **kwargs: Any) -> optax.GradientTransformationExtraArgs:

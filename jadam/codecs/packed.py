@@ -113,9 +113,9 @@ def packed(tx: Any, *, min_size: int = packing.MIN_SIZE) -> Any:
     CPU without fused multiply-add, to 2 ulps with it (a buffer and a leaf are loops of other
     lengths, which LLVM may contract differently).
 
-    Works for every elementwise jadam optimizer (all but LAMB, MARS, Adafactor and Adam-mini,
-    whose math reduces over each array, and cautious variants, which rescale each array; these
-    raise ``ValueError``). The state is a :class:`jadam.PackedState`;
+    Works for every elementwise jadam optimizer (all but LAMB, MARS, Adafactor, Adam-mini and
+    StableAdamW, whose math reduces over each array, and cautious variants, which rescale each
+    array; these raise ``ValueError``). The state is a :class:`jadam.PackedState`;
     ``state.unpacked()`` gives it back as trees shaped like the parameters.
 
     Leaves are grouped by the dtypes of their moments and by whether weight decay applies to
