@@ -94,23 +94,30 @@ def per_step_errors(
     Normwise, because an elementwise relative error is meaningless where a moving average or a
     decayed update cancels to nearly zero. Driving the reference from jadam's state keeps rounding
     from accumulating, so this isolates the error of one step's arithmetic.
+
+    Every per-parameter field of jadam's state (a tree shaped like the parameters) is compared,
+    and the reference must keep exactly those: a moment renamed or added on one side fails.
+    (The 200 steps run as 200 calls of one compiled step: one ``lax.scan`` over them, states
+    collected, took 21.5 s against 15.2 s for eight of these tests, its longer compile and the
+    stacking of the gradients costing more than the round trips.)
     """
     @jax.jit
     def step(g: Any, state: Any, params: Any) -> tuple[Any, Any, Any]:
         updates, state = tx.update(g, state, params)
         return updates, state, optax.apply_updates(params, updates)
 
-    state = tx.init(params)
-    # The per-parameter moments: the state fields the reference also keeps per array.
-    names = [f for f in state._fields if f in ref.init(np.zeros(()))]
     treedef = jax.tree.structure(params)
+    state = tx.init(params)
+    names = [f for f in state._fields
+             if jax.tree.structure(getattr(state, f)) == treedef and treedef.num_leaves]
+    assert sorted(names) == sorted(ref.init(np.zeros(()))), (names, ref.init(np.zeros(())))
     n = treedef.num_leaves
     err = {k: np.zeros(n) for k in ["update", *names]}
     size = {k: np.zeros(n) for k in ["update", *names]}
 
     def record(name: str, i: int, got: Any, want: np.ndarray) -> None:
         if want.size:
-            err[name][i] = max(err[name][i], np.abs(np.asarray(got, np.float64) - want).max())
+            err[name][i] = max(err[name][i], np.abs(reference.wide(got) - want).max())
             size[name][i] = max(size[name][i], np.abs(want).max())
 
     for t, g in enumerate(grads, start=1):
@@ -119,8 +126,8 @@ def per_step_errors(
         old = {k: treedef.flatten_up_to(getattr(state, k)) for k in names}
         new = {k: treedef.flatten_up_to(getattr(new_state, k)) for k in names}
         for i, (g_i, p_i, u_i) in enumerate(zip(*flat, strict=True)):
-            s64 = {k: np.asarray(old[k][i], np.float64) for k in names}
-            want_u, want_s = ref.step(s64, g_i, np.asarray(p_i, np.float64), t)
+            s64 = {k: reference.wide(old[k][i]) for k in names}
+            want_u, want_s = ref.step(s64, g_i, reference.wide(p_i), t)
             record("update", i, u_i, want_u)
             for k in names:
                 record(k, i, new[k][i], want_s[k])
