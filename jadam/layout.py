@@ -161,8 +161,7 @@ def per_leaf(
         treedef = jax.tree.structure(params)
         decay_leaf = (checks.decay_mask(fn, treedef, params, params, mask) if decays
                       else [False] * treedef.num_leaves)
-        buffers, index = packed_codec.init(fn, rule, params, moments, decay_leaf,
-                                           packing_min_size)
+        buffers, index = packed_codec.init(params, moments, decay_leaf, packing_min_size)
         if quantize_min_size is not None:
             buffers = {k: eight_bit.encode_packed(rule.moments[i], v, quantize_min_size)
                        for i, (k, v) in enumerate(buffers.items())}

@@ -50,11 +50,9 @@ def open_state(fn: str, state: Any) -> tuple[Any, PackIndex]:
 
 
 def init(
-    fn: str, rule: Rule, params: Any, moments: dict[str, Any], decay_leaf: list[bool],
-    min_size: int,
+    params: Any, moments: dict[str, Any], decay_leaf: list[bool], min_size: int,
 ) -> tuple[dict[str, packing.Packed], PackIndex]:
     """The moments (trees shaped like ``params``) packed, and where each leaf lives."""
-    del fn, rule
     leaves, treedef = jax.tree.flatten(params)
     flat_moments = {k: treedef.flatten_up_to(v) for k, v in moments.items()}
 
