@@ -4,7 +4,6 @@ running variance of the gradient around its own moving average."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -13,15 +12,16 @@ import optax
 from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
+from jadam.equations import ema, square
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import BiasCorrected, adam_hyperparams, ema, mu_nu, square
+from jadam.rule import BiasCorrected, Moments, Scalars, Step, adam_hyperparams, mu_nu
 
 
 class ScaleByBeliefState(NamedTuple):
     """State of :func:`adabelief`: ``count``; ``mu``, the first moment; ``nu``, the running
     average of the squared prediction error ``(g - mu)**2`` (plus ``eps_root``)."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name, over tuple.count
     mu: optax.Updates
     nu: optax.Updates
 
@@ -32,18 +32,12 @@ class AdaBeliefRule(BiasCorrected):
 
     state_type = ScaleByBeliefState
 
-    def apply(
-        self,
-        s: Mapping[str, jax.Array],
-        g: jax.Array,
-        state: Mapping[str, jax.Array],
-        p: jax.Array | None,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def apply(self, s: Scalars, g: jax.Array, state: Moments, p: jax.Array | None) -> Step:
         del p
-        mu = ema(state["mu"], g, s["b1"])
+        mu = ema(state["mu"], g, s.b1)
         surprise = g - mu
-        nu = ema(state["nu"], square(surprise), s["b2"]) + s["eps_root"]
-        direction = (mu / s["bc1"]) / (jnp.sqrt(nu / s["bc2"]) + s["eps"])
+        nu = ema(state["nu"], square(surprise), s.b2) + s.eps_root
+        direction = (mu / s.bc1) / (jnp.sqrt(nu / s.bc2) + s.eps)
         return direction, {"mu": mu, "nu": nu}
 
 
@@ -104,23 +98,7 @@ def adabelief(
       Adapting Stepsizes by the Belief in Observed Gradients*, NeurIPS 2020,
       https://arxiv.org/abs/2010.07468.
     """
-    fn = "jadam.adabelief"
-    rule = _adabelief_rule(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
-    return layout.optimizer(
-        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay, decoupled=True,
-        mask=mask, maximize=maximize,
-    )
-
-
-def _adabelief_rule(
-    fn: str, b1: Scalar, b2: Scalar, eps: Scalar, eps_root: Scalar,
-    mu_dtype: DTypeLike | None, nu_dtype: DTypeLike | None,
-) -> AdaBeliefRule:
-    hp = {
-        **adam_hyperparams(fn, b1, b2, eps),
-        "eps_root": hyperparams.scalar(fn, "eps_root", eps_root),
-    }
-    return AdaBeliefRule(hp, mu_nu(fn, mu_dtype, nu_dtype))
+    return layout.alias("jadam.adabelief", scale_by_adabelief, locals(), decoupled=True)
 
 
 def scale_by_adabelief(
@@ -139,5 +117,9 @@ def scale_by_adabelief(
     Returns:
       An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByBeliefState`.
     """
-    fn = "jadam.scale_by_adabelief"
-    return layout.per_leaf(_adabelief_rule(fn, b1, b2, eps, eps_root, mu_dtype, nu_dtype), fn=fn)
+    fn = hyperparams.call_name("jadam.scale_by_adabelief")
+    hp = {
+        **adam_hyperparams(fn, b1, b2, eps),
+        "eps_root": hyperparams.scalar(fn, "eps_root", eps_root),
+    }
+    return layout.per_leaf(AdaBeliefRule(hp, mu_nu(fn, mu_dtype, nu_dtype)), fn=fn)

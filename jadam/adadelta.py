@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -11,15 +10,16 @@ import jax.numpy as jnp
 import optax
 
 from jadam import hyperparams, layout
+from jadam.equations import ema, square
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Moment, Rule, ema, square
+from jadam.rule import Moment, Moments, Rule, Scalars, Step
 
 
 class ScaleByAdadeltaState(NamedTuple):
     """State of :func:`adadelta`: ``count``; ``square_avg``, the running average of squared
     gradients; ``acc_delta``, the running average of squared updates."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name, over tuple.count
     square_avg: optax.Updates
     acc_delta: optax.Updates
 
@@ -30,17 +30,11 @@ class AdadeltaRule(Rule):
 
     state_type = ScaleByAdadeltaState
 
-    def apply(
-        self,
-        s: Mapping[str, jax.Array],
-        g: jax.Array,
-        state: Mapping[str, jax.Array],
-        p: jax.Array | None,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def apply(self, s: Scalars, g: jax.Array, state: Moments, p: jax.Array | None) -> Step:
         del p
-        square_avg = ema(state["square_avg"], square(g), s["rho"])
-        delta = jnp.sqrt(state["acc_delta"] + s["eps"]) / jnp.sqrt(square_avg + s["eps"]) * g
-        acc_delta = ema(state["acc_delta"], square(delta), s["rho"])
+        square_avg = ema(state["square_avg"], square(g), s.rho)
+        delta = jnp.sqrt(state["acc_delta"] + s.eps) / jnp.sqrt(square_avg + s.eps) * g
+        acc_delta = ema(state["acc_delta"], square(delta), s.rho)
         return delta, {"square_avg": square_avg, "acc_delta": acc_delta}
 
 
@@ -87,20 +81,7 @@ def adadelta(
       Zeiler, *ADADELTA: An Adaptive Learning Rate Method*, 2012,
       https://arxiv.org/abs/1212.5701.
     """
-    fn = "jadam.adadelta"
-    return layout.optimizer(
-        _adadelta_rule(fn, rho, eps), fn=fn, learning_rate=learning_rate,
-        weight_decay=weight_decay, maximize=maximize,
-    )
-
-
-def _adadelta_rule(fn: str, rho: Scalar, eps: Scalar) -> AdadeltaRule:
-    hp = {
-        "rho": hyperparams.scalar(fn, "rho", rho, high=1.0, low_open=True, high_open=True),
-        "eps": hyperparams.scalar(fn, "eps", eps),
-    }
-    moments = (Moment("square_avg", nonnegative=True), Moment("acc_delta", nonnegative=True))
-    return AdadeltaRule(hp, moments)
+    return layout.alias("jadam.adadelta", scale_by_adadelta, locals())
 
 
 def scale_by_adadelta(
@@ -112,5 +93,10 @@ def scale_by_adadelta(
     Returns:
       An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByAdadeltaState`.
     """
-    fn = "jadam.scale_by_adadelta"
-    return layout.per_leaf(_adadelta_rule(fn, rho, eps), fn=fn)
+    fn = hyperparams.call_name("jadam.scale_by_adadelta")
+    hp = {
+        "rho": hyperparams.scalar(fn, "rho", rho, high=1.0, low_open=True, high_open=True),
+        "eps": hyperparams.scalar(fn, "eps", eps),
+    }
+    moments = (Moment("square_avg", nonnegative=True), Moment("acc_delta", nonnegative=True))
+    return layout.per_leaf(AdadeltaRule(hp, moments), fn=fn)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -15,8 +14,9 @@ import optax
 from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
+from jadam.equations import abs_sq, saturate, square
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Moment, Rule, abs_sq, saturate, square
+from jadam.rule import Carry, Moment, Moments, Rule, Scalars, Step
 
 
 class ScaleByAdafactorState(NamedTuple):
@@ -26,7 +26,7 @@ class ScaleByAdafactorState(NamedTuple):
     a zero of shape ``(1,)``, as in optax (an array of size 0 would be simpler, but orbax
     refuses to save one)."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name, over tuple.count
     v_row: optax.Updates
     v_col: optax.Updates
     v: optax.Updates
@@ -63,25 +63,17 @@ class AdafactorRule(Rule):
     elementwise = False
     takes_learning_rate = True
 
-    def scalars(
-        self, hp: Mapping[str, jax.Array], t: jax.Array, carry: Mapping[str, jax.Array]
-    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
-        s = {k: v for k, v in hp.items() if k not in ("learning_rate", "beta2_decay")}
+    def scalars(self, hp: Scalars, t: jax.Array, carry: Carry) -> tuple[Carry, Carry]:
         # 1 - beta2_t = t^c: 1 at the first step, which makes v the first squared gradient.
-        s["one_minus_b2"] = t ** hp["beta2_decay"]
-        s["rho"] = jnp.minimum(hp["learning_rate"], 1 / jnp.sqrt(t))
-        return s, dict(carry)
+        one_minus_b2 = t ** hp.beta2_decay
+        assert hp.learning_rate is not None
+        return {"one_minus_b2": one_minus_b2,
+                "rho": jnp.minimum(hp.learning_rate, 1 / jnp.sqrt(t))}, carry
 
-    def apply(
-        self,
-        s: Mapping[str, jax.Array],
-        g: jax.Array,
-        state: Mapping[str, jax.Array],
-        p: jax.Array | None,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def apply(self, s: Scalars, g: jax.Array, state: Moments, p: jax.Array | None) -> Step:
         assert p is not None
-        eps1 = s["eps1"] if "eps1" in s else jnp.finfo(g.dtype).eps
-        w = s["one_minus_b2"]
+        eps1 = s.eps1 if "eps1" in s.values else jnp.finfo(g.dtype).eps
+        w = s.one_minus_b2
         g2 = square(g)
         new = dict(state)
         if _factored(g.shape):
@@ -100,8 +92,8 @@ class AdafactorRule(Rule):
             variance = saturate((1 - w) * state["v"] + w * g2)
             new["v"] = variance
         u = g / jnp.sqrt(jnp.maximum(variance, eps1 * eps1))
-        step = jnp.maximum(s["eps2"], _rms(p)) * s["rho"]
-        clip = jnp.maximum(1, _rms(u) / s["d"])
+        step = jnp.maximum(s.eps2, _rms(p)) * s.rho
+        clip = jnp.maximum(1, _rms(u) / s.d)
         return -(step / clip) * u, new
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -11,14 +10,15 @@ import jax.numpy as jnp
 import optax
 
 from jadam import hyperparams, layout
+from jadam.equations import square
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Moment, Rule, square
+from jadam.rule import Carry, Moment, Moments, Rule, Scalars, Step
 
 
 class ScaleByAdagradState(NamedTuple):
     """State of :func:`adagrad`: ``count``; ``sum``, the running sum of squared gradients."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name, over tuple.count
     sum: optax.Updates
 
 
@@ -28,22 +28,14 @@ class AdagradRule(Rule):
 
     state_type = ScaleByAdagradState
 
-    def scalars(
-        self, hp: Mapping[str, jax.Array], t: jax.Array, carry: Mapping[str, jax.Array]
-    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
-        return {"eps": hp["eps"], "decay": 1 / (1 + (t - 1) * hp["lr_decay"])}, dict(carry)
+    def scalars(self, hp: Scalars, t: jax.Array, carry: Carry) -> tuple[Carry, Carry]:
+        return {"eps": hp.eps, "decay": 1 / (1 + (t - 1) * hp.lr_decay)}, carry
 
-    def apply(
-        self,
-        s: Mapping[str, jax.Array],
-        g: jax.Array,
-        state: Mapping[str, jax.Array],
-        p: jax.Array | None,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def apply(self, s: Scalars, g: jax.Array, state: Moments, p: jax.Array | None) -> Step:
         del p
         # (The old sum capped at half the largest float: the new one stays finite.)
         total = jnp.minimum(state["sum"], jnp.finfo(g.dtype).max / 2) + square(g)
-        return s["decay"] * g / (jnp.sqrt(total) + s["eps"]), {"sum": total}
+        return s.decay * g / (jnp.sqrt(total) + s.eps), {"sum": total}
 
 
 def adagrad(
@@ -92,22 +84,7 @@ def adagrad(
       Duchi, Hazan & Singer, *Adaptive Subgradient Methods for Online Learning and Stochastic
       Optimization*, JMLR 12, 2011, https://jmlr.org/papers/v12/duchi11a.html.
     """
-    fn = "jadam.adagrad"
-    return layout.optimizer(
-        _adagrad_rule(fn, lr_decay, initial_accumulator_value, eps), fn=fn,
-        learning_rate=learning_rate, weight_decay=weight_decay, maximize=maximize,
-    )
-
-
-def _adagrad_rule(
-    fn: str, lr_decay: Scalar, initial_accumulator_value: Scalar, eps: Scalar
-) -> AdagradRule:
-    hp = {
-        "lr_decay": hyperparams.scalar(fn, "lr_decay", lr_decay),
-        "eps": hyperparams.scalar(fn, "eps", eps),
-    }
-    initial = hyperparams.scalar(fn, "initial_accumulator_value", initial_accumulator_value)
-    return AdagradRule(hp, (Moment("sum", init=initial, nonnegative=True),))
+    return layout.alias("jadam.adagrad", scale_by_adagrad, locals())
 
 
 def scale_by_adagrad(
@@ -120,5 +97,10 @@ def scale_by_adagrad(
     Returns:
       An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByAdagradState`.
     """
-    fn = "jadam.scale_by_adagrad"
-    return layout.per_leaf(_adagrad_rule(fn, lr_decay, initial_accumulator_value, eps), fn=fn)
+    fn = hyperparams.call_name("jadam.scale_by_adagrad")
+    hp = {
+        "lr_decay": hyperparams.scalar(fn, "lr_decay", lr_decay),
+        "eps": hyperparams.scalar(fn, "eps", eps),
+    }
+    initial = hyperparams.scalar(fn, "initial_accumulator_value", initial_accumulator_value)
+    return layout.per_leaf(AdagradRule(hp, (Moment("sum", init=initial, nonnegative=True),)), fn=fn)

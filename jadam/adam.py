@@ -1,12 +1,13 @@
 """Adam (Kingma & Ba, 2015), with AMSGrad, Nesterov momentum and decoupled weight decay.
 
-The whole update rule is :meth:`AdamRule.apply`; the math is written out on :func:`adam`.
+The whole update rule is :meth:`AdamRule.apply`; the math is written out on :func:`adam`. What
+every optimizer shares around it (``maximize``, weight decay, the cautious mask, the learning
+rate) are the stages of :mod:`jadam.stages`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -15,8 +16,9 @@ import optax
 from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
+from jadam.equations import bias_correction, ema, square
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Moment, Rule, adam_hyperparams, bias_correction, ema, mu_nu, square
+from jadam.rule import Carry, Moment, Moments, Rule, Scalars, Step, adam_hyperparams, mu_nu
 
 
 class ScaleByAdamState(NamedTuple):
@@ -29,7 +31,7 @@ class ScaleByAdamState(NamedTuple):
       nu_max: with ``amsgrad``, the elementwise maximum of ``nu`` so far; otherwise ``None``.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name, over tuple.count
     mu: optax.Updates
     nu: optax.Updates
     nu_max: optax.Updates | None = None
@@ -43,56 +45,27 @@ class AdamRule(Rule):
     nesterov: bool = False
     state_type = ScaleByAdamState
 
-    def scalars(
-        self, hp: Mapping[str, jax.Array], t: jax.Array, carry: Mapping[str, jax.Array]
-    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    def scalars(self, hp: Scalars, t: jax.Array, carry: Carry) -> tuple[Carry, Carry]:
         bias = {
-            "bc1": bias_correction(hp["b1"], t),
-            "bc2": bias_correction(hp["b2"], t),
-            "bc1_next": bias_correction(hp["b1"], t + 1),
+            "bc1": bias_correction(hp.b1, t),
+            "bc2": bias_correction(hp.b2, t),
+            "bc1_next": bias_correction(hp.b1, t + 1),
         }
-        return {**hp, **bias}, dict(carry)
+        return bias, carry
 
-    def apply(
-        self,
-        s: Mapping[str, jax.Array],
-        g: jax.Array,
-        state: Mapping[str, jax.Array],
-        p: jax.Array | None,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def apply(self, s: Scalars, g: jax.Array, state: Moments, p: jax.Array | None) -> Step:
         del p
-        mu = ema(state["mu"], g, s["b1"])
-        nu = ema(state["nu"], square(g), s["b2"])
+        mu = ema(state["mu"], g, s.b1)
+        nu = ema(state["nu"], square(g), s.b2)
         new = {"mu": mu, "nu": nu}
         if self.amsgrad:
             nu = new["nu_max"] = jnp.maximum(state["nu_max"], nu)
-        if self.nesterov:
-            mu_hat = s["b1"] * mu / s["bc1_next"] + (1 - s["b1"]) * g / s["bc1"]
+        if self.nesterov:  # noqa: SIM108 (the two forms of the paper)
+            mu_hat = s.b1 * mu / s.bc1_next + (1 - s.b1) * g / s.bc1
         else:
-            mu_hat = mu / s["bc1"]
-        nu_hat = nu / s["bc2"]
-        return mu_hat / (jnp.sqrt(nu_hat + s["eps_root"]) + s["eps"]), new
-
-
-def _adam_rule(
-    fn: str,
-    b1: Scalar,
-    b2: Scalar,
-    eps: Scalar,
-    eps_root: Scalar,
-    amsgrad: bool,
-    nesterov: bool,
-    mu_dtype: DTypeLike | None,
-    nu_dtype: DTypeLike | None,
-) -> AdamRule:
-    hp = {
-        **adam_hyperparams(fn, b1, b2, eps),
-        "eps_root": hyperparams.scalar(fn, "eps_root", eps_root),
-    }
-    moments: tuple[Moment, ...] = mu_nu(fn, mu_dtype, nu_dtype)
-    if amsgrad:
-        moments += (moments[1]._replace(name="nu_max"),)
-    return AdamRule(hp, moments, amsgrad=bool(amsgrad), nesterov=bool(nesterov))
+            mu_hat = mu / s.bc1
+        nu_hat = nu / s.bc2
+        return mu_hat / (jnp.sqrt(nu_hat + s.eps_root) + s.eps), new
 
 
 def scale_by_adam(
@@ -115,8 +88,13 @@ def scale_by_adam(
     Returns:
       An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByAdamState`.
     """
-    fn = "jadam.scale_by_adam"
-    rule = _adam_rule(fn, b1, b2, eps, eps_root, amsgrad, nesterov, mu_dtype, nu_dtype)
+    fn = hyperparams.call_name("jadam.scale_by_adam")
+    hp = {**adam_hyperparams(fn, b1, b2, eps),
+          "eps_root": hyperparams.scalar(fn, "eps_root", eps_root)}
+    moments: tuple[Moment, ...] = mu_nu(fn, mu_dtype, nu_dtype)
+    if amsgrad:
+        moments += (moments[1]._replace(name="nu_max"),)
+    rule = AdamRule(hp, moments, amsgrad=bool(amsgrad), nesterov=bool(nesterov))
     return layout.per_leaf(rule, fn=fn)
 
 
@@ -207,11 +185,7 @@ def adam(
       Dozat, *Incorporating Nesterov Momentum into Adam*, ICLR 2016 workshop,
       https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ.
     """
-    fn = "jadam.adam"
-    rule = _adam_rule(fn, b1, b2, eps, eps_root, amsgrad, nesterov, mu_dtype, nu_dtype)
-    return layout.optimizer(
-        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay, maximize=maximize
-    )
+    return layout.alias("jadam.adam", scale_by_adam, locals())
 
 
 def adamw(
@@ -271,12 +245,7 @@ def adamw(
       Loshchilov & Hutter, *Decoupled Weight Decay Regularization*, ICLR 2019,
       https://arxiv.org/abs/1711.05101.
     """
-    fn = "jadam.adamw"
-    rule = _adam_rule(fn, b1, b2, eps, eps_root, amsgrad, nesterov, mu_dtype, nu_dtype)
-    return layout.optimizer(
-        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay,
-        decoupled=True, mask=mask, maximize=maximize,
-    )
+    return layout.alias("jadam.adamw", scale_by_adam, locals(), decoupled=True)
 
 
 def amsgrad(
@@ -310,8 +279,4 @@ def amsgrad(
       Reddi, Kale & Kumar, *On the Convergence of Adam and Beyond*, ICLR 2018,
       https://openreview.net/forum?id=ryQu7f-RZ.
     """
-    fn = "jadam.amsgrad"
-    rule = _adam_rule(fn, b1, b2, eps, eps_root, True, False, mu_dtype, nu_dtype)
-    return layout.optimizer(
-        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay, maximize=maximize
-    )
+    return layout.alias("jadam.amsgrad", scale_by_adam, {**locals(), "amsgrad": True})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -12,14 +11,15 @@ import optax
 from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
+from jadam.equations import ema, square
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import BiasCorrected, ema, mu_nu, square
+from jadam.rule import BiasCorrected, Moments, Scalars, Step, mu_nu
 
 
 class ScaleByAdamAtan2State(NamedTuple):
     """State of :func:`adam_atan2`: ``count``; ``mu`` and ``nu``, Adam's two moments."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name, over tuple.count
     mu: optax.Updates
     nu: optax.Updates
 
@@ -30,22 +30,16 @@ class AdamAtan2Rule(BiasCorrected):
 
     state_type = ScaleByAdamAtan2State
 
-    def apply(
-        self,
-        s: Mapping[str, jax.Array],
-        g: jax.Array,
-        state: Mapping[str, jax.Array],
-        p: jax.Array | None,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def apply(self, s: Scalars, g: jax.Array, state: Moments, p: jax.Array | None) -> Step:
         del p
-        mu = ema(state["mu"], g, s["b1"])
-        nu = ema(state["nu"], square(g), s["b2"])
-        m_hat, root = mu / s["bc1"], s["b"] * jnp.sqrt(nu / s["bc2"])
+        mu = ema(state["mu"], g, s.b1)
+        nu = ema(state["nu"], square(g), s.b2)
+        m_hat, root = mu / s.bc1, s.b * jnp.sqrt(nu / s.bc2)
         if jnp.iscomplexobj(m_hat):  # the modulus through atan2, the phase kept
             size = jnp.abs(m_hat)
             phase = m_hat / jnp.where(size > 0, size, 1)
-            return s["a"] * phase * jnp.arctan2(size, root), {"mu": mu, "nu": nu}
-        return s["a"] * jnp.arctan2(m_hat, root), {"mu": mu, "nu": nu}
+            return s.a * phase * jnp.arctan2(size, root), {"mu": mu, "nu": nu}
+        return s.a * jnp.arctan2(m_hat, root), {"mu": mu, "nu": nu}
 
 
 def adam_atan2(
@@ -105,21 +99,7 @@ def adam_atan2(
       Pennington, *Scaling Exponents Across Parameterizations and Optimizers*, ICML 2024,
       https://arxiv.org/abs/2407.05872.
     """
-    fn = "jadam.adam_atan2"
-    return layout.optimizer(
-        _adam_atan2_rule(fn, b1, b2, a, b, mu_dtype, nu_dtype), fn=fn,
-        learning_rate=learning_rate, weight_decay=weight_decay, decoupled=True, mask=mask,
-        maximize=maximize,
-    )
-
-
-def _adam_atan2_rule(
-    fn: str, b1: Scalar, b2: Scalar, a: Scalar, b: Scalar, mu_dtype: DTypeLike | None,
-    nu_dtype: DTypeLike | None,
-) -> AdamAtan2Rule:
-    hp = {"b1": hyperparams.decay_rate(fn, "b1", b1), "b2": hyperparams.decay_rate(fn, "b2", b2),
-          "a": hyperparams.scalar(fn, "a", a), "b": hyperparams.scalar(fn, "b", b)}
-    return AdamAtan2Rule(hp, mu_nu(fn, mu_dtype, nu_dtype))
+    return layout.alias("jadam.adam_atan2", scale_by_adam_atan2, locals(), decoupled=True)
 
 
 def scale_by_adam_atan2(
@@ -138,5 +118,7 @@ def scale_by_adam_atan2(
     Returns:
       An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByAdamAtan2State`.
     """
-    fn = "jadam.scale_by_adam_atan2"
-    return layout.per_leaf(_adam_atan2_rule(fn, b1, b2, a, b, mu_dtype, nu_dtype), fn=fn)
+    fn = hyperparams.call_name("jadam.scale_by_adam_atan2")
+    hp = {"b1": hyperparams.decay_rate(fn, "b1", b1), "b2": hyperparams.decay_rate(fn, "b2", b2),
+          "a": hyperparams.scalar(fn, "a", a), "b": hyperparams.scalar(fn, "b", b)}
+    return layout.per_leaf(AdamAtan2Rule(hp, mu_nu(fn, mu_dtype, nu_dtype)), fn=fn)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -16,8 +16,9 @@ import optax
 from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
+from jadam.equations import ema, square
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import BiasCorrected, Moment, adam_hyperparams, ema, square
+from jadam.rule import BiasCorrected, Moment, Moments, Scalars, Step, adam_hyperparams
 
 #: A partition rule: from a leaf's key path and shape to the axes one block spans (the axes
 #: the second moment averages over); ``()`` gives Adam's one value per parameter.
@@ -29,7 +30,7 @@ class ScaleByAdamMiniState(NamedTuple):
     ``nu``, the second moment, one per block: the parameter's shape with the block's axes
     reduced to size 1."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name, over tuple.count
     mu: optax.Updates
     nu: optax.Updates
 
@@ -116,15 +117,9 @@ class AdamMiniRule(BiasCorrected):
             self, axes=axes, moments=(mu, nu._replace(shape=block_shape))
         )
 
-    def apply(
-        self,
-        s: Mapping[str, jax.Array],
-        g: jax.Array,
-        state: Mapping[str, jax.Array],
-        p: jax.Array | None,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def apply(self, s: Scalars, g: jax.Array, state: Moments, p: jax.Array | None) -> Step:
         del p
-        mu = ema(state["mu"], g, s["b1"])
+        mu = ema(state["mu"], g, s.b1)
         g2 = square(g)
         if self.axes:
             # The mean over each block (of an empty block: 0, not NaN), its sum capped as the
@@ -132,8 +127,8 @@ class AdamMiniRule(BiasCorrected):
             size = math.prod(g.shape[a] for a in self.axes)
             total = jnp.sum(g2, axis=self.axes, keepdims=True)
             g2 = jnp.minimum(total, jnp.finfo(g.dtype).max / 2) / max(size, 1)
-        nu = ema(state["nu"], g2, s["b2"])
-        direction = (mu / s["bc1"]) / (jnp.sqrt(nu / s["bc2"]) + s["eps"])
+        nu = ema(state["nu"], g2, s.b2)
+        direction = (mu / s.bc1) / (jnp.sqrt(nu / s.bc2) + s.eps)
         return direction, {"mu": mu, "nu": nu}
 
 
@@ -143,9 +138,8 @@ def _checked_axes(fn: str, path: Any, shape: tuple[int, ...], axes: Any) -> tupl
     try:
         raw = [operator.index(a) for a in axes]
     except TypeError:
-        raw = None
-    valid = raw is not None and all(-ndim <= a < ndim for a in raw)
-    if not valid or len({a % ndim for a in raw}) < len(raw):
+        raw = [ndim]  # not axes: as invalid as an axis out of range
+    if not all(-ndim <= a < ndim for a in raw) or len({a % ndim for a in raw}) < len(raw):
         where = jax.tree_util.keystr(tuple(path)) or "the root"
         raise ValueError(
             f"{fn}: the partition gave {axes!r} for the parameter at {where} of shape {shape}; "
@@ -219,31 +213,7 @@ def adam_mini(
       Zhang, Chen, Li, Qian, Zhao, Li, Ding, Ye, Sun & Luo, *Adam-mini: Use Fewer Learning
       Rates To Gain More*, ICLR 2025, https://arxiv.org/abs/2406.16793.
     """
-    fn = "jadam.adam_mini"
-    return layout.optimizer(
-        _adam_mini_rule(fn, b1, b2, eps, partition, mu_dtype, nu_dtype), fn=fn,
-        learning_rate=learning_rate, weight_decay=weight_decay, decoupled=True, mask=mask,
-        maximize=maximize,
-    )
-
-
-def _adam_mini_rule(
-    fn: str, b1: Scalar, b2: Scalar, eps: Scalar, partition: Partition | None,
-    mu_dtype: DTypeLike | None, nu_dtype: DTypeLike | None,
-) -> AdamMiniRule:
-    hp = adam_hyperparams(fn, b1, b2, eps)
-    if partition is None:
-        partition = adam_mini_partition
-    if not callable(partition):
-        raise ValueError(
-            f"{fn}(partition={partition!r}): partition must be a function of a key path and "
-            "a shape, such as jadam.adam_mini_partition"
-        )
-    moments = (
-        Moment("mu", hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)),
-        Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype), nonnegative=True),
-    )
-    return AdamMiniRule(hp, moments, partition=partition, fn=fn)
+    return layout.alias("jadam.adam_mini", scale_by_adam_mini, locals(), decoupled=True)
 
 
 def scale_by_adam_mini(
@@ -262,7 +232,17 @@ def scale_by_adam_mini(
     Returns:
       An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByAdamMiniState`.
     """
-    fn = "jadam.scale_by_adam_mini"
-    return layout.per_leaf(
-        _adam_mini_rule(fn, b1, b2, eps, partition, mu_dtype, nu_dtype), fn=fn
+    fn = hyperparams.call_name("jadam.scale_by_adam_mini")
+    hp = adam_hyperparams(fn, b1, b2, eps)
+    if partition is None:
+        partition = adam_mini_partition
+    if not callable(partition):
+        raise ValueError(
+            f"{fn}(partition={partition!r}): partition must be a function of a key path and "
+            "a shape, such as jadam.adam_mini_partition"
+        )
+    moments = (
+        Moment("mu", hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)),
+        Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype), nonnegative=True),
     )
+    return layout.per_leaf(AdamMiniRule(hp, moments, partition=partition, fn=fn), fn=fn)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -11,16 +10,17 @@ import jax.numpy as jnp
 import optax
 from jax.typing import DTypeLike
 
-from jadam import layout
+from jadam import hyperparams, layout
+from jadam.equations import bias_correction, ema
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Rule, adam_hyperparams, bias_correction, ema, mu_nu
+from jadam.rule import Carry, Moments, Rule, Scalars, Step, adam_hyperparams, mu_nu
 
 
 class ScaleByAdamaxState(NamedTuple):
     """State of :func:`adamax`: ``count``; ``mu``, the first moment; ``nu``, the exponentially
     weighted infinity norm of the gradients."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name, over tuple.count
     mu: optax.Updates
     nu: optax.Updates
 
@@ -31,22 +31,14 @@ class AdamaxRule(Rule):
 
     state_type = ScaleByAdamaxState
 
-    def scalars(
-        self, hp: Mapping[str, jax.Array], t: jax.Array, carry: Mapping[str, jax.Array]
-    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
-        return {**hp, "bc1": bias_correction(hp["b1"], t)}, dict(carry)
+    def scalars(self, hp: Scalars, t: jax.Array, carry: Carry) -> tuple[Carry, Carry]:
+        return {"bc1": bias_correction(hp.b1, t)}, carry
 
-    def apply(
-        self,
-        s: Mapping[str, jax.Array],
-        g: jax.Array,
-        state: Mapping[str, jax.Array],
-        p: jax.Array | None,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def apply(self, s: Scalars, g: jax.Array, state: Moments, p: jax.Array | None) -> Step:
         del p
-        mu = ema(state["mu"], g, s["b1"])
-        nu = jnp.maximum(s["b2"] * state["nu"], jnp.abs(g) + s["eps"])
-        return mu / s["bc1"] / nu, {"mu": mu, "nu": nu}
+        mu = ema(state["mu"], g, s.b1)
+        nu = jnp.maximum(s.b2 * state["nu"], jnp.abs(g) + s.eps)
+        return mu / s.bc1 / nu, {"mu": mu, "nu": nu}
 
 
 def adamax(
@@ -96,19 +88,7 @@ def adamax(
       Kingma & Ba, *Adam: A Method for Stochastic Optimization*, ICLR 2015, Section 7.1,
       https://arxiv.org/abs/1412.6980.
     """
-    fn = "jadam.adamax"
-    return layout.optimizer(
-        _adamax_rule(fn, b1, b2, eps, mu_dtype, nu_dtype), fn=fn, learning_rate=learning_rate,
-        weight_decay=weight_decay, maximize=maximize,
-    )
-
-
-def _adamax_rule(
-    fn: str, b1: Scalar, b2: Scalar, eps: Scalar, mu_dtype: DTypeLike | None,
-    nu_dtype: DTypeLike | None,
-) -> AdamaxRule:
-    hp = adam_hyperparams(fn, b1, b2, eps)
-    return AdamaxRule(hp, mu_nu(fn, mu_dtype, nu_dtype))
+    return layout.alias("jadam.adamax", scale_by_adamax, locals())
 
 
 def scale_by_adamax(
@@ -126,5 +106,6 @@ def scale_by_adamax(
     Returns:
       An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByAdamaxState`.
     """
-    fn = "jadam.scale_by_adamax"
-    return layout.per_leaf(_adamax_rule(fn, b1, b2, eps, mu_dtype, nu_dtype), fn=fn)
+    fn = hyperparams.call_name("jadam.scale_by_adamax")
+    hp = adam_hyperparams(fn, b1, b2, eps)
+    return layout.per_leaf(AdamaxRule(hp, mu_nu(fn, mu_dtype, nu_dtype)), fn=fn)

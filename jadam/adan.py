@@ -4,7 +4,6 @@ successive gradients so that no gradient at an extrapolated point is needed."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -13,8 +12,9 @@ import optax
 from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
+from jadam.equations import bias_correction, ema, square
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import LEARNING_RATE, WEIGHT_DECAY, Moment, Rule, bias_correction, ema, square
+from jadam.rule import Carry, Moment, Moments, Rule, Scalars, Step
 
 
 class ScaleByAdanState(NamedTuple):
@@ -22,7 +22,7 @@ class ScaleByAdanState(NamedTuple):
     difference of successive gradients; ``nu``, the average squared Nesterov-corrected
     gradient; ``prev_grad``, the last gradient."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name, over tuple.count
     mu: optax.Updates
     mu_diff: optax.Updates
     nu: optax.Updates
@@ -41,41 +41,33 @@ class AdanRule(Rule):
     def takes_weight_decay(self) -> bool:  # type: ignore[override]
         return self.proximal
 
-    def scalars(
-        self, hp: Mapping[str, jax.Array], t: jax.Array, carry: Mapping[str, jax.Array]
-    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    def scalars(self, hp: Scalars, t: jax.Array, carry: Carry) -> tuple[Carry, Carry]:
         return {
-            **hp,
-            "bc1": bias_correction(hp["b1"], t),
-            "bc2": bias_correction(hp["b2"], t),
-            "bc3": bias_correction(hp["b3"], t),
+            "bc1": bias_correction(hp.b1, t),
+            "bc2": bias_correction(hp.b2, t),
+            "bc3": bias_correction(hp.b3, t),
             # The first step has no previous gradient: its difference is 0.
             "has_prev": (t > 1).astype(t.dtype),
-        }, dict(carry)
+        }, carry
 
-    def apply(
-        self,
-        s: Mapping[str, jax.Array],
-        g: jax.Array,
-        state: Mapping[str, jax.Array],
-        p: jax.Array | None,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        diff = (g - state["prev_grad"]) * s["has_prev"]
-        mu = ema(state["mu"], g, s["b1"])
-        mu_diff = ema(state["mu_diff"], diff, s["b2"])
-        corrected = g + s["b2"] * diff
-        nu = ema(state["nu"], square(corrected), s["b3"])
-        direction = (mu / s["bc1"] + s["b2"] * (mu_diff / s["bc2"])) / (
-            jnp.sqrt(nu / s["bc3"]) + s["eps"]
+    def apply(self, s: Scalars, g: jax.Array, state: Moments, p: jax.Array | None) -> Step:
+        diff = (g - state["prev_grad"]) * s.has_prev
+        mu = ema(state["mu"], g, s.b1)
+        mu_diff = ema(state["mu_diff"], diff, s.b2)
+        corrected = g + s.b2 * diff
+        nu = ema(state["nu"], square(corrected), s.b3)
+        direction = (mu / s.bc1 + s.b2 * (mu_diff / s.bc2)) / (
+            jnp.sqrt(nu / s.bc3) + s.eps
         )
-        if WEIGHT_DECAY in s:
+        if s.weight_decay is not None:
             # theta <- (theta - lr * u) / (1 + lr * wd), as -lr * (u + wd * theta) / (1 + lr wd).
             # Multiplied by the reciprocal: XLA rewrites an array divided by a scalar that way
             # but divides a 0-d array exactly, so a division would round differently for
             # scalar leaves than for the same numbers in a larger (or packed) array.
             assert p is not None
-            wd = s[WEIGHT_DECAY]
-            direction = (direction + wd * p) * (1 / (1 + s[LEARNING_RATE] * wd))
+            assert s.learning_rate is not None
+            wd = s.weight_decay
+            direction = (direction + wd * p) * (1 / (1 + s.learning_rate * wd))
         return direction, {"mu": mu, "mu_diff": mu_diff, "nu": nu, "prev_grad": g}
 
 
@@ -146,18 +138,27 @@ def adan(
       Xie, Zhou, Li, Lin & Yan, *Adan: Adaptive Nesterov Momentum Algorithm for Faster
       Optimizing Deep Models*, IEEE TPAMI 2024, https://arxiv.org/abs/2208.06677.
     """
-    fn = "jadam.adan"
-    rule = _adan_rule(fn, b1, b2, b3, eps, proximal, mu_dtype, nu_dtype)
-    return layout.optimizer(
-        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay, decoupled=True,
-        mask=mask, maximize=maximize,
-    )
+    return layout.alias("jadam.adan", scale_by_adan, locals(), decoupled=True)
 
 
-def _adan_rule(
-    fn: str, b1: Scalar, b2: Scalar, b3: Scalar, eps: Scalar, proximal: bool,
-    mu_dtype: DTypeLike | None, nu_dtype: DTypeLike | None,
-) -> AdanRule:
+def scale_by_adan(
+    b1: Scalar = 0.98,
+    b2: Scalar = 0.92,
+    b3: Scalar = 0.99,
+    eps: Scalar = 1e-8,
+    *,
+    proximal: bool = True,
+    mu_dtype: DTypeLike | None = None,
+    nu_dtype: DTypeLike | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Adan's direction :math:`u_t`, without learning rate, weight decay or sign: the building
+    block of :func:`adan`, whose docstring has the math and the arguments. (``proximal`` says
+    how :func:`adan` applies its decay; the block alone has none.)
+
+    Returns:
+      An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByAdanState`.
+    """
+    fn = hyperparams.call_name("jadam.scale_by_adan")
     hp = {
         "b1": hyperparams.decay_rate(fn, "b1", b1),
         "b2": hyperparams.decay_rate(fn, "b2", b2),
@@ -171,23 +172,4 @@ def _adan_rule(
         Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype), nonnegative=True),
         Moment("prev_grad"),
     )
-    return AdanRule(hp, moments, proximal=bool(proximal))
-
-
-def scale_by_adan(
-    b1: Scalar = 0.98,
-    b2: Scalar = 0.92,
-    b3: Scalar = 0.99,
-    eps: Scalar = 1e-8,
-    *,
-    mu_dtype: DTypeLike | None = None,
-    nu_dtype: DTypeLike | None = None,
-) -> optax.GradientTransformationExtraArgs:
-    r"""Adan's direction :math:`u_t`, without learning rate, weight decay or sign: the building
-    block of :func:`adan`, whose docstring has the math and the arguments.
-
-    Returns:
-      An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByAdanState`.
-    """
-    fn = "jadam.scale_by_adan"
-    return layout.per_leaf(_adan_rule(fn, b1, b2, b3, eps, True, mu_dtype, nu_dtype), fn=fn)
+    return layout.per_leaf(AdanRule(hp, moments, proximal=bool(proximal)), fn=fn)

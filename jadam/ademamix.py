@@ -4,7 +4,6 @@ gradients, so that gradients thousands of steps old still count."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -13,15 +12,16 @@ import optax
 from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
+from jadam.equations import bias_correction, ema, square
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Moment, Rule, bias_correction, ema, square
+from jadam.rule import Carry, Moment, Moments, Rule, Scalars, Step
 
 
 class ScaleByAdEMAMixState(NamedTuple):
     """State of :func:`ademamix`: ``count``; ``mu``, the fast average of gradients; ``mu_slow``,
     the slow one; ``nu``, the second moment."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name, over tuple.count
     mu: optax.Updates
     mu_slow: optax.Updates
     nu: optax.Updates
@@ -36,43 +36,35 @@ class AdEMAMixRule(Rule):
     b3_warmup: bool = False  # ... and "b3_warmup"
     state_type = ScaleByAdEMAMixState
 
-    def scalars(
-        self, hp: Mapping[str, jax.Array], t: jax.Array, carry: Mapping[str, jax.Array]
-    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
-        alpha, b1, b3 = hp["alpha"], hp["b1"], hp["b3"]
+    def scalars(self, hp: Scalars, t: jax.Array, carry: Carry) -> tuple[Carry, Carry]:
+        alpha, b1, b3 = hp.alpha, hp.b1, hp.b3
         if self.alpha_warmup:
-            alpha = alpha * jnp.minimum(t / hp["alpha_warmup"], 1)
+            alpha = alpha * jnp.minimum(t / hp.alpha_warmup, 1)
         b3_t, one_minus_b3_t = b3, 1 - b3
         if self.b3_warmup:
             # beta3(t) = exp(ln b1 ln b3 / ((1 - s) ln b3 + s ln b1)), s = t / T, which rises
             # from b1 to b3 with a constant-rate growth of its half-life. Computed in log
             # space, and 1 - beta3(t) as -expm1, because b3 is so close to 1 that its float32
             # rounding would be 1e-3 of 1 - b3.
-            s = t / hp["b3_warmup"]
+            s = t / hp.b3_warmup
             log1, log3 = jnp.log1p(-(1 - b1)), jnp.log1p(-(1 - b3))
             x = jnp.minimum(log1 * log3 / ((1 - s) * log3 + s * log1), log3)
-            warming = t < hp["b3_warmup"]
+            warming = t < hp.b3_warmup
             b3_t = jnp.where(warming, jnp.exp(x), b3)
             one_minus_b3_t = jnp.where(warming, -jnp.expm1(x), 1 - b3)
         return {
-            "b1": b1, "b2": hp["b2"], "eps": hp["eps"], "alpha": alpha,
+            "b1": b1, "b2": hp.b2, "eps": hp.eps, "alpha": alpha,
             "b3": b3_t, "one_minus_b3": one_minus_b3_t,
-            "bc1": bias_correction(b1, t), "bc2": bias_correction(hp["b2"], t),
-        }, dict(carry)
+            "bc1": bias_correction(b1, t), "bc2": bias_correction(hp.b2, t),
+        }, carry
 
-    def apply(
-        self,
-        s: Mapping[str, jax.Array],
-        g: jax.Array,
-        state: Mapping[str, jax.Array],
-        p: jax.Array | None,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def apply(self, s: Scalars, g: jax.Array, state: Moments, p: jax.Array | None) -> Step:
         del p
-        mu = ema(state["mu"], g, s["b1"])
-        mu_slow = s["b3"] * state["mu_slow"] + s["one_minus_b3"] * g
-        nu = ema(state["nu"], square(g), s["b2"])
-        direction = (mu / s["bc1"] + s["alpha"] * mu_slow) / (
-            jnp.sqrt(nu / s["bc2"]) + s["eps"]
+        mu = ema(state["mu"], g, s.b1)
+        mu_slow = s.b3 * state["mu_slow"] + s.one_minus_b3 * g
+        nu = ema(state["nu"], square(g), s.b2)
+        direction = (mu / s.bc1 + s.alpha * mu_slow) / (
+            jnp.sqrt(nu / s.bc2) + s.eps
         )
         return direction, {"mu": mu, "mu_slow": mu_slow, "nu": nu}
 
@@ -147,39 +139,7 @@ def ademamix(
       Pagliardini, Ablin & Grangier, *The AdEMAMix Optimizer: Better, Faster, Older*, ICLR
       2025, https://arxiv.org/abs/2409.03137.
     """
-    fn = "jadam.ademamix"
-    rule = _ademamix_rule(fn, b1, b2, b3, alpha, eps, alpha_warmup, b3_warmup, mu_dtype, nu_dtype)
-    return layout.optimizer(
-        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay, decoupled=True,
-        mask=mask, maximize=maximize,
-    )
-
-
-def _ademamix_rule(
-    fn: str, b1: Scalar, b2: Scalar, b3: Scalar, alpha: Scalar, eps: Scalar,
-    alpha_warmup: int | None, b3_warmup: int | None, mu_dtype: DTypeLike | None,
-    nu_dtype: DTypeLike | None,
-) -> AdEMAMixRule:
-    hp = {
-        "b1": hyperparams.decay_rate(fn, "b1", b1),
-        "b2": hyperparams.decay_rate(fn, "b2", b2),
-        "b3": hyperparams.decay_rate(fn, "b3", b3),
-        "alpha": hyperparams.scalar(fn, "alpha", alpha),
-        "eps": hyperparams.scalar(fn, "eps", eps),
-    }
-    for name, value in (("alpha_warmup", alpha_warmup), ("b3_warmup", b3_warmup)):
-        if value is not None:
-            hp[name] = hyperparams.steps(fn, name, value, minimum=1)
-    mu = hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)
-    moments = (
-        Moment("mu", mu),
-        Moment("mu_slow", mu),
-        Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype), nonnegative=True),
-    )
-    return AdEMAMixRule(
-        hp, moments,
-        alpha_warmup=alpha_warmup is not None, b3_warmup=b3_warmup is not None,
-    )
+    return layout.alias("jadam.ademamix", scale_by_ademamix, locals(), decoupled=True)
 
 
 def scale_by_ademamix(
@@ -201,6 +161,25 @@ def scale_by_ademamix(
     Returns:
       An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByAdEMAMixState`.
     """
-    fn = "jadam.scale_by_ademamix"
-    rule = _ademamix_rule(fn, b1, b2, b3, alpha, eps, alpha_warmup, b3_warmup, mu_dtype, nu_dtype)
+    fn = hyperparams.call_name("jadam.scale_by_ademamix")
+    hp = {
+        "b1": hyperparams.decay_rate(fn, "b1", b1),
+        "b2": hyperparams.decay_rate(fn, "b2", b2),
+        "b3": hyperparams.decay_rate(fn, "b3", b3),
+        "alpha": hyperparams.scalar(fn, "alpha", alpha),
+        "eps": hyperparams.scalar(fn, "eps", eps),
+    }
+    for name, value in (("alpha_warmup", alpha_warmup), ("b3_warmup", b3_warmup)):
+        if value is not None:
+            hp[name] = hyperparams.steps(fn, name, value, minimum=1)
+    mu = hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)
+    moments = (
+        Moment("mu", mu),
+        Moment("mu_slow", mu),
+        Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype), nonnegative=True),
+    )
+    rule = AdEMAMixRule(
+        hp, moments,
+        alpha_warmup=alpha_warmup is not None, b3_warmup=b3_warmup is not None,
+    )
     return layout.per_leaf(rule, fn=fn)

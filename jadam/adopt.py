@@ -4,7 +4,6 @@ previous step, then averages, which converges for any beta2."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -12,16 +11,17 @@ import jax.numpy as jnp
 import optax
 from jax.typing import DTypeLike
 
-from jadam import layout
+from jadam import hyperparams, layout
+from jadam.equations import ema, square
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Rule, adam_hyperparams, ema, mu_nu, square
+from jadam.rule import Carry, Moments, Rule, Scalars, Step, adam_hyperparams, mu_nu
 
 
 class ScaleByAdoptState(NamedTuple):
     """State of :func:`adopt`: ``count``; ``mu``, the average of normalised gradients; ``nu``,
     the second moment (of the gradients up to the previous step)."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name, over tuple.count
     mu: optax.Updates
     nu: optax.Updates
 
@@ -35,32 +35,24 @@ class AdoptRule(Rule):
     clipping: bool = True
     state_type = ScaleByAdoptState
 
-    def scalars(
-        self, hp: Mapping[str, jax.Array], t: jax.Array, carry: Mapping[str, jax.Array]
-    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    def scalars(self, hp: Scalars, t: jax.Array, carry: Carry) -> tuple[Carry, Carry]:
         first = t == 1
         return {
-            "eps": hp["eps"],
+            "eps": hp.eps,
             # Step 1 sets nu = g^2 and leaves mu at 0: b1 -> 1, b2 -> 0.
-            "b1": jnp.where(first, jnp.ones_like(hp["b1"]), hp["b1"]),
-            "b2": jnp.where(first, jnp.zeros_like(hp["b2"]), hp["b2"]),
+            "b1": jnp.where(first, jnp.ones_like(hp.b1), hp.b1),
+            "b2": jnp.where(first, jnp.zeros_like(hp.b2), hp.b2),
             "clip": (t - 1) ** 0.25,
-        }, dict(carry)
+        }, carry
 
-    def apply(
-        self,
-        s: Mapping[str, jax.Array],
-        g: jax.Array,
-        state: Mapping[str, jax.Array],
-        p: jax.Array | None,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def apply(self, s: Scalars, g: jax.Array, state: Moments, p: jax.Array | None) -> Step:
         del p
-        normalised = g / jnp.maximum(jnp.sqrt(state["nu"]), s["eps"])
+        normalised = g / jnp.maximum(jnp.sqrt(state["nu"]), s.eps)
         if self.clipping:
-            normalised = _clip(normalised, s["clip"])
-        mu = ema(state["mu"], normalised, s["b1"])
-        direction = ema(mu, normalised, s["b1"]) if self.nesterov else mu
-        return direction, {"mu": mu, "nu": ema(state["nu"], square(g), s["b2"])}
+            normalised = _clip(normalised, s.clip)
+        mu = ema(state["mu"], normalised, s.b1)
+        direction = ema(mu, normalised, s.b1) if self.nesterov else mu
+        return direction, {"mu": mu, "nu": ema(state["nu"], square(g), s.b2)}
 
 
 def _clip(x: jax.Array, bound: jax.Array) -> jax.Array:
@@ -147,21 +139,7 @@ def adopt(
       *ADOPT: Modified Adam Can Converge with Any beta2 with the Optimal Rate*, NeurIPS 2024,
       https://arxiv.org/abs/2411.02853.
     """
-    fn = "jadam.adopt"
-    rule = _adopt_rule(fn, b1, b2, eps, nesterov, use_clipping, mu_dtype, nu_dtype)
-    return layout.optimizer(
-        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay, decoupled=True,
-        mask=mask, maximize=maximize,
-    )
-
-
-def _adopt_rule(
-    fn: str, b1: Scalar, b2: Scalar, eps: Scalar, nesterov: bool, use_clipping: bool,
-    mu_dtype: DTypeLike | None, nu_dtype: DTypeLike | None,
-) -> AdoptRule:
-    hp = adam_hyperparams(fn, b1, b2, eps)
-    moments = mu_nu(fn, mu_dtype, nu_dtype)
-    return AdoptRule(hp, moments, nesterov=bool(nesterov), clipping=bool(use_clipping))
+    return layout.alias("jadam.adopt", scale_by_adopt, locals(), decoupled=True)
 
 
 def scale_by_adopt(
@@ -181,6 +159,8 @@ def scale_by_adopt(
     Returns:
       An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByAdoptState`.
     """
-    fn = "jadam.scale_by_adopt"
-    rule = _adopt_rule(fn, b1, b2, eps, nesterov, use_clipping, mu_dtype, nu_dtype)
+    fn = hyperparams.call_name("jadam.scale_by_adopt")
+    hp = adam_hyperparams(fn, b1, b2, eps)
+    moments = mu_nu(fn, mu_dtype, nu_dtype)
+    rule = AdoptRule(hp, moments, nesterov=bool(nesterov), clipping=bool(use_clipping))
     return layout.per_leaf(rule, fn=fn)

@@ -10,9 +10,9 @@ import optax
 from jax.typing import DTypeLike
 
 from jadam import layout
-from jadam.adam import _adam_rule
+from jadam.adam import scale_by_adam
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.lion import _lion_rule
+from jadam.lion import scale_by_lion
 from jadam.stages import cautious_mask
 
 
@@ -108,12 +108,8 @@ def cautious_adamw(
       Liang, Chen, Liu & Liu, *Cautious Optimizers: Improving Training with One Line of Code*,
       2024, https://arxiv.org/abs/2411.16085.
     """
-    fn = "jadam.cautious_adamw"
-    rule = _adam_rule(fn, b1, b2, eps, 0.0, False, False, mu_dtype, nu_dtype)
-    return layout.optimizer(
-        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay, decoupled=True,
-        mask=mask, maximize=maximize, cautious=True,
-    )
+    return layout.alias("jadam.cautious_adamw", scale_by_adam, locals(), decoupled=True,
+                        cautious=True)
 
 
 def cautious_lion(
@@ -142,8 +138,5 @@ def cautious_lion(
       Liang, Chen, Liu & Liu, *Cautious Optimizers: Improving Training with One Line of Code*,
       2024, https://arxiv.org/abs/2411.16085.
     """
-    fn = "jadam.cautious_lion"
-    return layout.optimizer(
-        _lion_rule(fn, b1, b2, mu_dtype), fn=fn, learning_rate=learning_rate,
-        weight_decay=weight_decay, decoupled=True, mask=mask, maximize=maximize, cautious=True,
-    )
+    return layout.alias("jadam.cautious_lion", scale_by_lion, locals(), decoupled=True,
+                        cautious=True)

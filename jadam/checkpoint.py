@@ -110,7 +110,8 @@ def restore(directory: str | os.PathLike[str], like: Any) -> Any:
                 f"jadam.checkpoint.restore: the checkpoint at {path} does not fit the template "
                 f"(another optimizer, other options, or another parameter tree?):\n  {shown}{more}"
             )
-        with_paths, treedef = jax.tree_util.tree_flatten_with_path(like)
+        with_paths, treedef_ = jax.tree_util.tree_flatten_with_path(like)
+        treedef: Any = treedef_
         names = [_name(path) for path, _ in with_paths]
         leaves = [x for _, x in with_paths]
 
@@ -255,13 +256,14 @@ def _differences(record: dict[str, Any], like: Any) -> list[str]:
                             f"template {want or 'no such node'}")
     saved_leaves, want_leaves = record["leaves"], _leaf_specs(like)
     for name in sorted(set(saved_leaves) | set(want_leaves)):
-        saved, want = saved_leaves.get(name), want_leaves.get(name)
-        if saved is None:
+        saved_leaf, want_leaf = saved_leaves.get(name), want_leaves.get(name)
+        if saved_leaf is None:
             problems.append(f"{name}: in the template, not in the checkpoint")
-        elif want is None:
+        elif want_leaf is None:
             problems.append(f"{name}: in the checkpoint, not in the template")
-        elif list(saved[0]) != want[0]:
-            problems.append(f"{name}: saved shape {tuple(saved[0])}, template {tuple(want[0])}")
-        elif saved[1] != want[1]:
-            problems.append(f"{name}: saved dtype {saved[1]}, template {want[1]}")
+        elif list(saved_leaf[0]) != want_leaf[0]:
+            problems.append(f"{name}: saved shape {tuple(saved_leaf[0])}, "
+                            f"template {tuple(want_leaf[0])}")
+        elif saved_leaf[1] != want_leaf[1]:
+            problems.append(f"{name}: saved dtype {saved_leaf[1]}, template {want_leaf[1]}")
     return problems

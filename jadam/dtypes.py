@@ -12,7 +12,7 @@ import numpy as np
 
 from jadam.rule import Moment
 
-COMPLEX = {np.dtype(np.float32): np.dtype(np.complex64),
+COMPLEX: dict[np.dtype, np.dtype] = {np.dtype(np.float32): np.dtype(np.complex64),
             np.dtype(np.float64): np.dtype(np.complex128)}
 
 

@@ -32,10 +32,12 @@ Every hyperparameter of every jadam optimizer goes through this module:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import operator
-from collections.abc import Callable
-from typing import Any, TypeAlias
+from collections.abc import Callable, Iterator
+from typing import Any, TypeAlias, TypeGuard, cast
 
 import jax
 import jax.numpy as jnp
@@ -53,6 +55,25 @@ ScalarOrSchedule: TypeAlias = Scalar | Schedule
 F32: TypeAlias = np.float64 | jax.Array
 """A validated hyperparameter: a NumPy float64 for fixed values (rounded to float32 for float32
 leaves), a float32 or float64 ``jax.Array`` for an array or tracer."""
+
+
+_CALL: contextvars.ContextVar[str | None] = contextvars.ContextVar("jadam_call", default=None)
+
+
+@contextlib.contextmanager
+def call(fn: str) -> Iterator[None]:
+    """Within it, :func:`call_name` is ``fn``: a full optimizer (``"jadam.adam"``) building its
+    ``scale_by_*`` block has the block's errors name the call the user made."""
+    token = _CALL.set(fn)
+    try:
+        yield
+    finally:
+        _CALL.reset(token)
+
+
+def call_name(default: str) -> str:
+    """The public name for messages: that of the enclosing :func:`call`, else ``default``."""
+    return _CALL.get() or default
 
 
 def is_traced(value: Any) -> bool:
@@ -199,10 +220,10 @@ def known(value: F32 | Schedule) -> float | None:
     (a tracer or a schedule). For checks of combinations, such as Nesterov without momentum."""
     if _is_schedule(value) or is_traced(value):
         return None
-    return float(value)
+    return float(cast(Any, value))
 
 
-def _is_schedule(value: Any) -> bool:
+def _is_schedule(value: Any) -> TypeGuard[Schedule]:
     return callable(value) and not isinstance(value, (jax.Array, np.ndarray))
 
 

@@ -4,7 +4,6 @@ layer moves by the same fraction of its own norm, for training with very large b
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -12,23 +11,16 @@ import jax.numpy as jnp
 import optax
 from jax.typing import DTypeLike
 
-from jadam import layout
+from jadam import hyperparams, layout
+from jadam.equations import abs_sq, ema, square
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import (
-    WEIGHT_DECAY,
-    BiasCorrected,
-    abs_sq,
-    adam_hyperparams,
-    ema,
-    mu_nu,
-    square,
-)
+from jadam.rule import BiasCorrected, Moments, Scalars, Step, adam_hyperparams, mu_nu
 
 
 class ScaleByLambState(NamedTuple):
     """State of :func:`lamb`: ``count``; ``mu`` and ``nu``, Adam's first and second moments."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name, over tuple.count
     mu: optax.Updates
     nu: optax.Updates
 
@@ -52,19 +44,13 @@ class LambRule(BiasCorrected):
     elementwise = False
     takes_weight_decay = True
 
-    def apply(
-        self,
-        s: Mapping[str, jax.Array],
-        g: jax.Array,
-        state: Mapping[str, jax.Array],
-        p: jax.Array | None,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def apply(self, s: Scalars, g: jax.Array, state: Moments, p: jax.Array | None) -> Step:
         assert p is not None
-        mu = ema(state["mu"], g, s["b1"])
-        nu = ema(state["nu"], square(g), s["b2"])
-        r = (mu / s["bc1"]) / (jnp.sqrt(nu / s["bc2"]) + s["eps"])
-        if WEIGHT_DECAY in s:
-            r = r + s[WEIGHT_DECAY] * p
+        mu = ema(state["mu"], g, s.b1)
+        nu = ema(state["nu"], square(g), s.b2)
+        r = (mu / s.bc1) / (jnp.sqrt(nu / s.bc2) + s.eps)
+        if s.weight_decay is not None:
+            r = r + s.weight_decay * p
         return trust_ratio(p, r) * r, {"mu": mu, "nu": nu}
 
 
@@ -128,19 +114,7 @@ def lamb(
       Optimization for Deep Learning: Training BERT in 76 minutes*, ICLR 2020,
       https://arxiv.org/abs/1904.00962.
     """
-    fn = "jadam.lamb"
-    return layout.optimizer(
-        _lamb_rule(fn, b1, b2, eps, mu_dtype, nu_dtype), fn=fn, learning_rate=learning_rate,
-        weight_decay=weight_decay, mask=mask, maximize=maximize,
-    )
-
-
-def _lamb_rule(
-    fn: str, b1: Scalar, b2: Scalar, eps: Scalar, mu_dtype: DTypeLike | None,
-    nu_dtype: DTypeLike | None,
-) -> LambRule:
-    hp = adam_hyperparams(fn, b1, b2, eps)
-    return LambRule(hp, mu_nu(fn, mu_dtype, nu_dtype))
+    return layout.alias("jadam.lamb", scale_by_lamb, locals())
 
 
 def scale_by_lamb(
@@ -158,5 +132,6 @@ def scale_by_lamb(
     Returns:
       An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByLambState`.
     """
-    fn = "jadam.scale_by_lamb"
-    return layout.per_leaf(_lamb_rule(fn, b1, b2, eps, mu_dtype, nu_dtype), fn=fn)
+    fn = hyperparams.call_name("jadam.scale_by_lamb")
+    hp = adam_hyperparams(fn, b1, b2, eps)
+    return layout.per_leaf(LambRule(hp, mu_nu(fn, mu_dtype, nu_dtype)), fn=fn)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -11,16 +10,17 @@ import jax.numpy as jnp
 import optax
 from jax.typing import DTypeLike
 
-from jadam import layout
+from jadam import hyperparams, layout
+from jadam.equations import ema, square
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import BiasCorrected, adam_hyperparams, ema, mu_nu, square
+from jadam.rule import BiasCorrected, Moments, Scalars, Step, adam_hyperparams, mu_nu
 
 
 class ScaleByLaPropState(NamedTuple):
     """State of :func:`laprop`: ``count``; ``mu``, the momentum of normalised gradients;
     ``nu``, the average of squared gradients."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name, over tuple.count
     mu: optax.Updates
     nu: optax.Updates
 
@@ -31,17 +31,11 @@ class LaPropRule(BiasCorrected):
 
     state_type = ScaleByLaPropState
 
-    def apply(
-        self,
-        s: Mapping[str, jax.Array],
-        g: jax.Array,
-        state: Mapping[str, jax.Array],
-        p: jax.Array | None,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def apply(self, s: Scalars, g: jax.Array, state: Moments, p: jax.Array | None) -> Step:
         del p
-        nu = ema(state["nu"], square(g), s["b2"])
-        mu = ema(state["mu"], g / (jnp.sqrt(nu / s["bc2"]) + s["eps"]), s["b1"])
-        return mu / s["bc1"], {"mu": mu, "nu": nu}
+        nu = ema(state["nu"], square(g), s.b2)
+        mu = ema(state["mu"], g / (jnp.sqrt(nu / s.bc2) + s.eps), s.b1)
+        return mu / s.bc1, {"mu": mu, "nu": nu}
 
 
 def laprop(
@@ -103,18 +97,7 @@ def laprop(
       Ziyin, Wang & Ueda, *LaProp: Separating Momentum and Adaptivity in Adam*, 2020,
       https://arxiv.org/abs/2002.04839.
     """
-    fn = "jadam.laprop"
-    return layout.optimizer(
-        _laprop_rule(fn, b1, b2, eps, mu_dtype, nu_dtype), fn=fn, learning_rate=learning_rate,
-        weight_decay=weight_decay, decoupled=True, mask=mask, maximize=maximize,
-    )
-
-
-def _laprop_rule(
-    fn: str, b1: Scalar, b2: Scalar, eps: Scalar, mu_dtype: DTypeLike | None,
-    nu_dtype: DTypeLike | None,
-) -> LaPropRule:
-    return LaPropRule(adam_hyperparams(fn, b1, b2, eps), mu_nu(fn, mu_dtype, nu_dtype))
+    return layout.alias("jadam.laprop", scale_by_laprop, locals(), decoupled=True)
 
 
 def scale_by_laprop(
@@ -132,5 +115,6 @@ def scale_by_laprop(
     Returns:
       An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByLaPropState`.
     """
-    fn = "jadam.scale_by_laprop"
-    return layout.per_leaf(_laprop_rule(fn, b1, b2, eps, mu_dtype, nu_dtype), fn=fn)
+    fn = hyperparams.call_name("jadam.scale_by_laprop")
+    rule = LaPropRule(adam_hyperparams(fn, b1, b2, eps), mu_nu(fn, mu_dtype, nu_dtype))
+    return layout.per_leaf(rule, fn=fn)

@@ -25,8 +25,9 @@ array's update from the old moments. The layout composes them without knowing wh
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -40,10 +41,10 @@ from jadam.codecs import packed as packed_codec
 from jadam.codecs.packed import PackedState
 from jadam.hyperparams import F32, Schedule
 from jadam.packing import Packed
-from jadam.rule import LEARNING_RATE, WEIGHT_DECAY, Rule
+from jadam.rule import Rule, Scalars
 
-__all__ = ["Mask", "PackedState", "Rebuildable", "Transformation", "optimizer", "per_leaf",
-           "rebuildable"]
+__all__ = ["Mask", "PackedState", "Rebuildable", "Transformation", "alias", "optimizer",
+           "per_leaf", "rebuildable"]
 
 
 class Rebuildable(optax.GradientTransformationExtraArgs):
@@ -127,9 +128,10 @@ def per_leaf(
     options = stages.Options.of(rule, has_lr=learning_rate is not None, decays=decays,
                                 decoupled=decoupled, maximize=maximize, cautious=cautious)
 
-    def kernel(step_scalars: Callable[[Any], dict[str, jax.Array]]) -> eight_bit.Kernel:
+    def kernel(step_scalars: Callable[[Any], Scalars]) -> eight_bit.Kernel:
         """One array's update, the stages of jadam.stages inside the storage codecs."""
-        k = functools.partial(stages.leaf_update, step_scalars=step_scalars, options=options)
+        k: eight_bit.Kernel = functools.partial(
+            stages.leaf_update, step_scalars=step_scalars, options=options)
         k = eight_bit.wrap(k, chunkable=not cautious)
         if one_pass_min_size is not None:
             k = one_pass.wrap(k, min_size=one_pass_min_size)
@@ -158,7 +160,7 @@ def per_leaf(
                 moments = {k: eight_bit.encode_tree(rule, i, v, quantize_min_size)
                            for i, (k, v) in enumerate(moments.items())}
             return rule.state_type(count=count, **moments, **carry)
-        treedef = jax.tree.structure(params)
+        treedef: Any = jax.tree.structure(params)
         decay_leaf = (checks.decay_mask(fn, treedef, params, params, mask) if decays
                       else [False] * treedef.num_leaves)
         buffers, index = packed_codec.init(params, moments, decay_leaf, packing_min_size)
@@ -179,7 +181,8 @@ def per_leaf(
         if packing_min_size is not None:
             state, index = packed_codec.open_state(fn, state)
         checks.check_state(fn, rule, state, updates)
-        flat, treedef = jax.tree_util.tree_flatten_with_path(updates)
+        flat, treedef_ = jax.tree_util.tree_flatten_with_path(updates)
+        treedef: Any = treedef_
         paths = [path for path, _ in flat]
         grads = [dtypes.as_array(g) for _, g in flat]
         if index is None:
@@ -192,7 +195,7 @@ def per_leaf(
             # A weight decay that is an array (optax.inject_hyperparams makes the default 0 one)
             # may be 0 at run time: then the optimizer works without params, as it does with the
             # number 0, and a nonzero value makes that step's updates NaN (jadam.stages).
-            needs_decay_params = decays and (
+            needs_decay_params = weight_decay is not None and decays and (
                 callable(weight_decay) or hyperparams.known(weight_decay) not in (None, 0.0))
             if (rule.needs_params or needs_decay_params) and treedef.num_leaves:
                 raise ValueError(
@@ -219,8 +222,8 @@ def per_leaf(
                                          weight_decay if decays else None)
                     for dtype in needed}
 
-        def step_scalars(dtype: Any) -> dict[str, jax.Array]:
-            return dict(computed[jnp.dtype(dtype)][0])
+        def step_scalars(dtype: Any) -> Scalars:
+            return computed[jnp.dtype(dtype)][0]
 
         # 3. Each array through the kernel: the leaves one by one, packed buffers as wholes.
         leaf_update = kernel(step_scalars)
@@ -266,7 +269,7 @@ def per_leaf(
 
 def _step_scalars(
     rule: Rule, state: Any, count: jax.Array, dtype: Any, learning_rate: Any, weight_decay: Any,
-) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+) -> tuple[Scalars, dict[str, jax.Array]]:
     """The per-step scalars and the new carry in ``dtype``: float32 for float32 (and narrower)
     leaves, float64 for float64 ones (with x64 enabled), from the hyperparameters as given,
     not as rounded to float32. ``weight_decay`` is ``None`` where there is none."""
@@ -276,13 +279,45 @@ def _step_scalars(
     if weight_decay is not None:
         hp["weight_decay"] = hyperparams.value_at(weight_decay, state.count, dtype)
     hp = hyperparams.opaque(hp, state.count, dtype)
+    given = Scalars(hp, learning_rate=hp.pop("learning_rate", None),
+                    weight_decay=hp.pop("weight_decay", None))
     carry = {k: getattr(state, k).astype(dtype) for k in rule.carry_init()}
-    scalars, carry = rule.scalars(hp, count.astype(dtype), carry)
-    if learning_rate is not None:
-        scalars[LEARNING_RATE] = hp["learning_rate"]
-    if weight_decay is not None:
-        scalars[WEIGHT_DECAY] = hp["weight_decay"]
-    return scalars, carry
+    own, new_carry = rule.scalars(given, count.astype(dtype), carry)
+    return dataclasses.replace(given, values={**hp, **own}), dict(new_carry)
+
+
+#: The arguments of a full optimizer that the layout takes; the others are its block's.
+_LAYOUT_ARGS = ("learning_rate", "weight_decay", "decoupled_weight_decay", "mask", "maximize")
+
+
+def alias(
+    fn: str,
+    scale_by: Callable[..., optax.GradientTransformationExtraArgs],
+    args: Mapping[str, Any],
+    *,
+    decoupled: bool = False,
+    cautious: bool = False,
+) -> Transformation:
+    """A full optimizer (the ``<name>(learning_rate, ...)`` aliases) from its building block.
+
+    ``args`` are the alias's arguments as it was called (its ``locals()``): the learning rate,
+    the weight decay (decoupled if ``decoupled`` or the argument ``decoupled_weight_decay``
+    says so), its ``mask`` and ``maximize`` go to the layout, validated as the user gave them;
+    the others build ``scale_by``, whose errors then name ``fn``."""
+    with hyperparams.call(fn):
+        block = scale_by(**{k: v for k, v in args.items() if k not in _LAYOUT_ARGS})
+    assert isinstance(block, Transformation), scale_by
+    weight_decay = args.get("weight_decay")
+    return block.with_options(
+        fn=fn,
+        learning_rate=hyperparams.learning_rate(fn, args["learning_rate"]),
+        weight_decay=None if weight_decay is None
+        else hyperparams.scalar_or_schedule(fn, "weight_decay", weight_decay),
+        decoupled=decoupled or bool(args.get("decoupled_weight_decay", False)),
+        mask=args.get("mask"),
+        maximize=bool(args.get("maximize", False)),
+        cautious=cautious,
+    )
 
 
 def optimizer(
@@ -296,8 +331,10 @@ def optimizer(
     maximize: bool = False,
     cautious: bool = False,
 ) -> Transformation:
-    """A full optimizer (the ``<name>(learning_rate, ...)`` aliases): validates the learning
-    rate and weight decay as the user gave them, then applies ``rule`` with :func:`per_leaf`."""
+    """A full optimizer straight from its rule, for the rules that apply the learning rate
+    themselves and so have no ``scale_by_*`` block (Adafactor, Schedule-Free; the others use
+    :func:`alias`): validates the learning rate and weight decay as the user gave them, then
+    applies ``rule`` with :func:`per_leaf`."""
     return per_leaf(
         rule,
         fn=fn,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -12,14 +11,15 @@ import optax
 from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
+from jadam.equations import ema
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Moment, Rule, ema
+from jadam.rule import Moment, Moments, Rule, Scalars, Step
 
 
 class ScaleByLionState(NamedTuple):
     """State of :func:`lion`: ``count``, and ``mu``, the momentum (Lion's only moment)."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name, over tuple.count
     mu: optax.Updates
 
 
@@ -32,16 +32,10 @@ class LionRule(Rule):
         "its update is the sign of each entry, and a complex number has none. Optimize the "
         "real and imaginary parts as two real parameters (jnp.stack([z.real, z.imag]))")
 
-    def apply(
-        self,
-        s: Mapping[str, jax.Array],
-        g: jax.Array,
-        state: Mapping[str, jax.Array],
-        p: jax.Array | None,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def apply(self, s: Scalars, g: jax.Array, state: Moments, p: jax.Array | None) -> Step:
         del p
-        direction = jnp.sign(ema(state["mu"], g, s["b1"]))
-        return direction, {"mu": ema(state["mu"], g, s["b2"])}
+        direction = jnp.sign(ema(state["mu"], g, s.b1))
+        return direction, {"mu": ema(state["mu"], g, s.b2)}
 
 
 def lion(
@@ -97,19 +91,7 @@ def lion(
       Chen, Liang, Huang, Real, Wang, Liu, Pham, Dong, Luong, Hsieh, Lu & Le, *Symbolic
       Discovery of Optimization Algorithms*, NeurIPS 2023, https://arxiv.org/abs/2302.06675.
     """
-    fn = "jadam.lion"
-    return layout.optimizer(
-        _lion_rule(fn, b1, b2, mu_dtype), fn=fn, learning_rate=learning_rate,
-        weight_decay=weight_decay, decoupled=True, mask=mask, maximize=maximize,
-    )
-
-
-def _lion_rule(fn: str, b1: Scalar, b2: Scalar, mu_dtype: DTypeLike | None) -> LionRule:
-    hp = {
-        "b1": hyperparams.decay_rate(fn, "b1", b1),
-        "b2": hyperparams.decay_rate(fn, "b2", b2),
-    }
-    return LionRule(hp, (Moment("mu", hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)),))
+    return layout.alias("jadam.lion", scale_by_lion, locals(), decoupled=True)
 
 
 def scale_by_lion(
@@ -121,5 +103,10 @@ def scale_by_lion(
     Returns:
       An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByLionState`.
     """
-    fn = "jadam.scale_by_lion"
-    return layout.per_leaf(_lion_rule(fn, b1, b2, mu_dtype), fn=fn)
+    fn = hyperparams.call_name("jadam.scale_by_lion")
+    hp = {
+        "b1": hyperparams.decay_rate(fn, "b1", b1),
+        "b2": hyperparams.decay_rate(fn, "b2", b2),
+    }
+    rule = LionRule(hp, (Moment("mu", hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)),))
+    return layout.per_leaf(rule, fn=fn)

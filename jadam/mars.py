@@ -4,7 +4,6 @@ scaled difference from the previous one, clipped to unit norm."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -13,24 +12,16 @@ import optax
 from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
+from jadam.equations import abs_sq, bias_correction, ema, square
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import (
-    Moment,
-    Rule,
-    abs_sq,
-    adam_hyperparams,
-    bias_correction,
-    ema,
-    mu_nu,
-    square,
-)
+from jadam.rule import Carry, Moment, Moments, Rule, Scalars, Step, adam_hyperparams, mu_nu
 
 
 class ScaleByMarsState(NamedTuple):
     """State of :func:`mars`: ``count``; ``mu`` and ``nu``, Adam's moments of the corrected
     gradient; ``prev_grad``, the last gradient."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name, over tuple.count
     mu: optax.Updates
     nu: optax.Updates
     prev_grad: optax.Updates
@@ -44,31 +35,23 @@ class MarsRule(Rule):
     state_type = ScaleByMarsState
     elementwise = False
 
-    def scalars(
-        self, hp: Mapping[str, jax.Array], t: jax.Array, carry: Mapping[str, jax.Array]
-    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
-        b1 = hp["b1"]
+    def scalars(self, hp: Scalars, t: jax.Array, carry: Carry) -> tuple[Carry, Carry]:
+        b1 = hp.b1
         # gamma * b1 / (1 - b1), and 0 at the first step, which has no previous gradient.
-        weight = jnp.where(t > 1, hp["gamma"] * b1 / (1 - b1), 0)
+        weight = jnp.where(t > 1, hp.gamma * b1 / (1 - b1), 0)
         return {
-            "b1": b1, "b2": hp["b2"], "eps": hp["eps"], "correction": weight,
-            "bc1": bias_correction(b1, t), "bc2": bias_correction(hp["b2"], t),
-        }, dict(carry)
+            "b1": b1, "b2": hp.b2, "eps": hp.eps, "correction": weight,
+            "bc1": bias_correction(b1, t), "bc2": bias_correction(hp.b2, t),
+        }, carry
 
-    def apply(
-        self,
-        s: Mapping[str, jax.Array],
-        g: jax.Array,
-        state: Mapping[str, jax.Array],
-        p: jax.Array | None,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def apply(self, s: Scalars, g: jax.Array, state: Moments, p: jax.Array | None) -> Step:
         del p
-        c = g + s["correction"] * (g - state["prev_grad"])
+        c = g + s.correction * (g - state["prev_grad"])
         norm = jnp.sqrt(jnp.sum(abs_sq(c)))
         c = c / jnp.maximum(norm, 1)  # to unit norm where it is longer
-        mu = ema(state["mu"], c, s["b1"])
-        nu = ema(state["nu"], square(c), s["b2"])
-        direction = (mu / s["bc1"]) / (jnp.sqrt(nu / s["bc2"]) + s["eps"])
+        mu = ema(state["mu"], c, s.b1)
+        nu = ema(state["nu"], square(c), s.b2)
+        direction = (mu / s.bc1) / (jnp.sqrt(nu / s.bc2) + s.eps)
         return direction, {"mu": mu, "nu": nu, "prev_grad": g}
 
 
@@ -133,23 +116,7 @@ def mars(
       Yuan, Liu, Wu, Zhou & Gu, *MARS: Unleashing the Power of Variance Reduction for Training
       Large Models*, ICML 2025, https://arxiv.org/abs/2411.10438.
     """
-    fn = "jadam.mars"
-    return layout.optimizer(
-        _mars_rule(fn, b1, b2, eps, gamma, mu_dtype, nu_dtype), fn=fn,
-        learning_rate=learning_rate, weight_decay=weight_decay, decoupled=True, mask=mask,
-        maximize=maximize,
-    )
-
-
-def _mars_rule(
-    fn: str, b1: Scalar, b2: Scalar, eps: Scalar, gamma: Scalar, mu_dtype: DTypeLike | None,
-    nu_dtype: DTypeLike | None,
-) -> MarsRule:
-    hp = {
-        **adam_hyperparams(fn, b1, b2, eps),
-        "gamma": hyperparams.scalar(fn, "gamma", gamma),
-    }
-    return MarsRule(hp, (*mu_nu(fn, mu_dtype, nu_dtype), Moment("prev_grad")))
+    return layout.alias("jadam.mars", scale_by_mars, locals(), decoupled=True)
 
 
 def scale_by_mars(
@@ -168,5 +135,10 @@ def scale_by_mars(
     Returns:
       An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByMarsState`.
     """
-    fn = "jadam.scale_by_mars"
-    return layout.per_leaf(_mars_rule(fn, b1, b2, eps, gamma, mu_dtype, nu_dtype), fn=fn)
+    fn = hyperparams.call_name("jadam.scale_by_mars")
+    hp = {
+        **adam_hyperparams(fn, b1, b2, eps),
+        "gamma": hyperparams.scalar(fn, "gamma", gamma),
+    }
+    rule = MarsRule(hp, (*mu_nu(fn, mu_dtype, nu_dtype), Moment("prev_grad")))
+    return layout.per_leaf(rule, fn=fn)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -12,15 +11,16 @@ import optax
 from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
+from jadam.equations import bias_correction, ema, square
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Rule, adam_hyperparams, bias_correction, ema, mu_nu, square
+from jadam.rule import Carry, Moments, Rule, Scalars, Step, adam_hyperparams, mu_nu
 
 
 class ScaleByNAdamState(NamedTuple):
     """State of :func:`nadam` and :func:`nadamw`: ``count``; ``mu`` and ``nu``, Adam's moments;
     ``mu_product``, the product of the momentum schedule so far (float32 scalar)."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name, over tuple.count
     mu: optax.Updates
     nu: optax.Updates
     mu_product: jax.Array
@@ -35,10 +35,8 @@ class NAdamRule(Rule):
     def carry_init(self) -> dict[str, float]:
         return {"mu_product": 1.0}
 
-    def scalars(
-        self, hp: Mapping[str, jax.Array], t: jax.Array, carry: Mapping[str, jax.Array]
-    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
-        b1, psi = hp["b1"], hp["momentum_decay"]
+    def scalars(self, hp: Scalars, t: jax.Array, carry: Carry) -> tuple[Carry, Carry]:
+        b1, psi = hp.b1, hp.momentum_decay
 
         def momentum(step: jax.Array) -> jax.Array:
             # 0 switches the schedule off (a constant b1), as in optax's nadam.
@@ -48,48 +46,17 @@ class NAdamRule(Rule):
         mu_t, mu_next = momentum(t), momentum(t + 1)
         product = carry["mu_product"] * mu_t
         return {
-            **hp,
             "g_weight": (1 - mu_t) / (1 - product),
             "m_weight": mu_next / (1 - product * mu_next),
-            "bc2": bias_correction(hp["b2"], t),
+            "bc2": bias_correction(hp.b2, t),
         }, {"mu_product": product}
 
-    def apply(
-        self,
-        s: Mapping[str, jax.Array],
-        g: jax.Array,
-        state: Mapping[str, jax.Array],
-        p: jax.Array | None,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def apply(self, s: Scalars, g: jax.Array, state: Moments, p: jax.Array | None) -> Step:
         del p
-        mu = ema(state["mu"], g, s["b1"])
-        nu = ema(state["nu"], square(g), s["b2"])
-        denom = jnp.sqrt(nu / s["bc2"]) + s["eps"]
-        return (s["g_weight"] * g + s["m_weight"] * mu) / denom, {"mu": mu, "nu": nu}
-
-
-def _nadam(
-    fn: str, learning_rate: ScalarOrSchedule, b1: Scalar, b2: Scalar, eps: Scalar,
-    momentum_decay: Scalar, weight_decay: ScalarOrSchedule, decoupled: bool,
-    mask: layout.Mask | None, maximize: bool, mu_dtype: DTypeLike | None,
-    nu_dtype: DTypeLike | None,
-) -> optax.GradientTransformationExtraArgs:
-    rule = _nadam_rule(fn, b1, b2, eps, momentum_decay, mu_dtype, nu_dtype)
-    return layout.optimizer(
-        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay,
-        decoupled=decoupled, mask=mask, maximize=maximize,
-    )
-
-
-def _nadam_rule(
-    fn: str, b1: Scalar, b2: Scalar, eps: Scalar, momentum_decay: Scalar,
-    mu_dtype: DTypeLike | None, nu_dtype: DTypeLike | None,
-) -> NAdamRule:
-    hp = {
-        **adam_hyperparams(fn, b1, b2, eps),
-        "momentum_decay": hyperparams.scalar(fn, "momentum_decay", momentum_decay),
-    }
-    return NAdamRule(hp, mu_nu(fn, mu_dtype, nu_dtype))
+        mu = ema(state["mu"], g, s.b1)
+        nu = ema(state["nu"], square(g), s.b2)
+        denom = jnp.sqrt(nu / s.bc2) + s.eps
+        return (s.g_weight * g + s.m_weight * mu) / denom, {"mu": mu, "nu": nu}
 
 
 def scale_by_nadam(
@@ -108,10 +75,12 @@ def scale_by_nadam(
     Returns:
       An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByNAdamState`.
     """
-    fn = "jadam.scale_by_nadam"
-    return layout.per_leaf(
-        _nadam_rule(fn, b1, b2, eps, momentum_decay, mu_dtype, nu_dtype), fn=fn
-    )
+    fn = hyperparams.call_name("jadam.scale_by_nadam")
+    hp = {
+        **adam_hyperparams(fn, b1, b2, eps),
+        "momentum_decay": hyperparams.scalar(fn, "momentum_decay", momentum_decay),
+    }
+    return layout.per_leaf(NAdamRule(hp, mu_nu(fn, mu_dtype, nu_dtype)), fn=fn)
 
 
 def nadam(
@@ -172,8 +141,7 @@ def nadam(
       Dozat, *Incorporating Nesterov Momentum into Adam*, ICLR 2016 workshop,
       https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ.
     """
-    return _nadam("jadam.nadam", learning_rate, b1, b2, eps, momentum_decay, weight_decay,
-                  False, None, maximize, mu_dtype, nu_dtype)
+    return layout.alias("jadam.nadam", scale_by_nadam, locals())
 
 
 def nadamw(
@@ -204,8 +172,9 @@ def nadamw(
     ``optax.nadamw`` (with ``momentum_decay=0``) are the same update.
 
     References:
-      Dozat, 2016 (see :func:`nadam`); Loshchilov & Hutter, *Decoupled Weight Decay
-      Regularization*, ICLR 2019, https://arxiv.org/abs/1711.05101.
+      Dozat, *Incorporating Nesterov Momentum into Adam*, ICLR 2016 workshop,
+      https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ.
+      Loshchilov & Hutter, *Decoupled Weight Decay Regularization*, ICLR 2019,
+      https://arxiv.org/abs/1711.05101.
     """
-    return _nadam("jadam.nadamw", learning_rate, b1, b2, eps, momentum_decay, weight_decay,
-                  True, mask, maximize, mu_dtype, nu_dtype)
+    return layout.alias("jadam.nadamw", scale_by_nadam, locals(), decoupled=True)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -79,7 +79,8 @@ class PackIndex:
 
     @classmethod
     def of(cls, plan: Plan) -> PackIndex:
-        return cls(plan, [jnp.asarray(plan.slots[i][1], jnp.int32) for i in plan.packed])
+        offsets = [cast(tuple[int, int], plan.slots[i])[1] for i in plan.packed]
+        return cls(plan, [jnp.asarray(o, jnp.int32) for o in offsets])
 
     def tree_flatten(self) -> tuple[tuple[Any, ...], Plan]:
         return self.offsets, self.plan
@@ -160,7 +161,7 @@ def slice_group(index: PackIndex, buffer: jax.Array, group: int) -> list[jax.Arr
 
 def unpack_leaves(index: PackIndex, packed: Packed) -> list[jax.Array]:
     """The leaves of ``packed``, in the plan's order."""
-    out = list(packed.leaves)
+    out: list[Any] = list(packed.leaves)
     for g, buffer in enumerate(packed.buffers):
         for i, leaf in zip(index.plan.members(g), slice_group(index, buffer, g), strict=True):
             out[i] = leaf

@@ -4,7 +4,6 @@ tractable, and rectified until the variance settles."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -12,15 +11,16 @@ import jax.numpy as jnp
 import optax
 from jax.typing import DTypeLike
 
-from jadam import layout
+from jadam import hyperparams, layout
+from jadam.equations import bias_correction, ema, square
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Rule, adam_hyperparams, bias_correction, ema, mu_nu, square
+from jadam.rule import Carry, Moments, Rule, Scalars, Step, adam_hyperparams, mu_nu
 
 
 class ScaleByRAdamState(NamedTuple):
     """State of :func:`radam`: ``count``, and Adam's moments ``mu`` and ``nu``."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name, over tuple.count
     mu: optax.Updates
     nu: optax.Updates
 
@@ -31,35 +31,26 @@ class RAdamRule(Rule):
 
     state_type = ScaleByRAdamState
 
-    def scalars(
-        self, hp: Mapping[str, jax.Array], t: jax.Array, carry: Mapping[str, jax.Array]
-    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
-        bc2 = bias_correction(hp["b2"], t)
-        rho_inf = 2 / (1 - hp["b2"]) - 1
+    def scalars(self, hp: Scalars, t: jax.Array, carry: Carry) -> tuple[Carry, Carry]:
+        bc2 = bias_correction(hp.b2, t)
+        rho_inf = 2 / (1 - hp.b2) - 1
         rho_t = rho_inf - 2 * t * (1 - bc2) / bc2
         ratio = (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
         adaptive = rho_t > 5
         return {
-            **hp,
-            "bc1": bias_correction(hp["b1"], t),
+            "bc1": bias_correction(hp.b1, t),
             "sqrt_bc2": jnp.sqrt(bc2),
             "adaptive": adaptive,
             "rect": jnp.sqrt(jnp.where(adaptive, ratio, jnp.ones_like(ratio))),
-        }, dict(carry)
+        }, carry
 
-    def apply(
-        self,
-        s: Mapping[str, jax.Array],
-        g: jax.Array,
-        state: Mapping[str, jax.Array],
-        p: jax.Array | None,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def apply(self, s: Scalars, g: jax.Array, state: Moments, p: jax.Array | None) -> Step:
         del p
-        mu = ema(state["mu"], g, s["b1"])
-        nu = ema(state["nu"], square(g), s["b2"])
-        mu_hat = mu / s["bc1"]
-        rectified = mu_hat * s["rect"] * s["sqrt_bc2"] / (jnp.sqrt(nu) + s["eps"])
-        return jnp.where(s["adaptive"], rectified, mu_hat), {"mu": mu, "nu": nu}
+        mu = ema(state["mu"], g, s.b1)
+        nu = ema(state["nu"], square(g), s.b2)
+        mu_hat = mu / s.bc1
+        rectified = mu_hat * s.rect * s.sqrt_bc2 / (jnp.sqrt(nu) + s.eps)
+        return jnp.where(s.adaptive, rectified, mu_hat), {"mu": mu, "nu": nu}
 
 
 def radam(
@@ -119,19 +110,7 @@ def radam(
       Liu, Jiang, He, Chen, Liu, Gao & Han, *On the Variance of the Adaptive Learning Rate and
       Beyond*, ICLR 2020, https://arxiv.org/abs/1908.03265.
     """
-    fn = "jadam.radam"
-    return layout.optimizer(
-        _radam_rule(fn, b1, b2, eps, mu_dtype, nu_dtype), fn=fn, learning_rate=learning_rate,
-        weight_decay=weight_decay, decoupled=bool(decoupled_weight_decay), maximize=maximize,
-    )
-
-
-def _radam_rule(
-    fn: str, b1: Scalar, b2: Scalar, eps: Scalar, mu_dtype: DTypeLike | None,
-    nu_dtype: DTypeLike | None,
-) -> RAdamRule:
-    hp = adam_hyperparams(fn, b1, b2, eps)
-    return RAdamRule(hp, mu_nu(fn, mu_dtype, nu_dtype))
+    return layout.alias("jadam.radam", scale_by_radam, locals())
 
 
 def scale_by_radam(
@@ -149,5 +128,6 @@ def scale_by_radam(
     Returns:
       An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByRAdamState`.
     """
-    fn = "jadam.scale_by_radam"
-    return layout.per_leaf(_radam_rule(fn, b1, b2, eps, mu_dtype, nu_dtype), fn=fn)
+    fn = hyperparams.call_name("jadam.scale_by_radam")
+    hp = adam_hyperparams(fn, b1, b2, eps)
+    return layout.per_leaf(RAdamRule(hp, mu_nu(fn, mu_dtype, nu_dtype)), fn=fn)

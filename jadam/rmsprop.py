@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -11,8 +10,9 @@ import jax.numpy as jnp
 import optax
 
 from jadam import hyperparams, layout
+from jadam.equations import abs_sq, ema, square
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Moment, Rule, abs_sq, ema, square
+from jadam.rule import Moment, Moments, Rule, Scalars, Step
 
 
 class ScaleByRMSpropState(NamedTuple):
@@ -25,7 +25,7 @@ class ScaleByRMSpropState(NamedTuple):
       trace: with momentum (not the number 0), the momentum buffer; otherwise ``None``.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name, over tuple.count
     nu: optax.Updates
     mu: optax.Updates | None = None
     trace: optax.Updates | None = None
@@ -39,26 +39,20 @@ class RMSpropRule(Rule):
     eps_in_sqrt: bool = False
     state_type = ScaleByRMSpropState
 
-    def apply(
-        self,
-        s: Mapping[str, jax.Array],
-        g: jax.Array,
-        state: Mapping[str, jax.Array],
-        p: jax.Array | None,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def apply(self, s: Scalars, g: jax.Array, state: Moments, p: jax.Array | None) -> Step:
         del p
-        nu = ema(state["nu"], square(g), s["decay"])
+        nu = ema(state["nu"], square(g), s.decay)
         new = {"nu": nu}
         variance = nu
         if self.centered:
-            mu = new["mu"] = ema(state["mu"], g, s["decay"])
+            mu = new["mu"] = ema(state["mu"], g, s.decay)
             variance = nu - abs_sq(mu)
         if self.eps_in_sqrt:
-            direction = g / jnp.sqrt(variance + s["eps"])
+            direction = g / jnp.sqrt(variance + s.eps)
         else:
-            direction = g / (jnp.sqrt(variance) + s["eps"])
+            direction = g / (jnp.sqrt(variance) + s.eps)
         if "trace" in state:
-            direction = new["trace"] = s["momentum"] * state["trace"] + direction
+            direction = new["trace"] = s.momentum * state["trace"] + direction
         return direction, new
 
 
@@ -116,32 +110,11 @@ def rmsprop(
 
     References:
       Tieleman & Hinton, *Lecture 6.5, rmsprop*, COURSERA: Neural Networks for Machine
-      Learning, 2012.
+      Learning, 2012, https://www.cs.toronto.edu/~tijmen/csc321/slides/lecture_slides_lec6.pdf.
       Graves, *Generating Sequences With Recurrent Neural Networks*, 2013, Section 4,
       https://arxiv.org/abs/1308.0850.
     """
-    fn = "jadam.rmsprop"
-    rule = _rmsprop_rule(fn, decay, eps, centered, momentum, eps_in_sqrt)
-    return layout.optimizer(
-        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay, maximize=maximize
-    )
-
-
-def _rmsprop_rule(
-    fn: str, decay: Scalar, eps: Scalar, centered: bool, momentum: Scalar | None,
-    eps_in_sqrt: bool,
-) -> RMSpropRule:
-    hp = {
-        "decay": hyperparams.decay_rate(fn, "decay", decay),
-        "eps": hyperparams.scalar(fn, "eps", eps),
-        "momentum": hyperparams.scalar(fn, "momentum", 0.0 if momentum is None else momentum),
-    }
-    moments = (Moment("nu", nonnegative=True),)
-    if centered:
-        moments += (Moment("mu"),)
-    if not hyperparams.is_zero(hp["momentum"]):
-        moments += (Moment("trace"),)
-    return RMSpropRule(hp, moments, centered=bool(centered), eps_in_sqrt=bool(eps_in_sqrt))
+    return layout.alias("jadam.rmsprop", scale_by_rmsprop, locals())
 
 
 def scale_by_rmsprop(
@@ -159,7 +132,16 @@ def scale_by_rmsprop(
     Returns:
       An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByRMSpropState`.
     """
-    fn = "jadam.scale_by_rmsprop"
-    return layout.per_leaf(
-        _rmsprop_rule(fn, decay, eps, centered, momentum, eps_in_sqrt), fn=fn
-    )
+    fn = hyperparams.call_name("jadam.scale_by_rmsprop")
+    hp = {
+        "decay": hyperparams.decay_rate(fn, "decay", decay),
+        "eps": hyperparams.scalar(fn, "eps", eps),
+        "momentum": hyperparams.scalar(fn, "momentum", 0.0 if momentum is None else momentum),
+    }
+    moments: tuple[Moment, ...] = (Moment("nu", nonnegative=True),)
+    if centered:
+        moments += (Moment("mu"),)
+    if not hyperparams.is_zero(hp["momentum"]):
+        moments += (Moment("trace"),)
+    rule = RMSpropRule(hp, moments, centered=bool(centered), eps_in_sqrt=bool(eps_in_sqrt))
+    return layout.per_leaf(rule, fn=fn)

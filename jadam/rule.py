@@ -9,14 +9,16 @@ count, the learning rate, weight decay and ``maximize``, which are the same for 
 A rule works in two stages, so that per-step scalars are computed once per step rather than once
 per leaf:
 
-1. ``scalars(hp, t, carry)`` takes the hyperparameters, the 1-based step number ``t`` and any
-   scalar state the rule carries between steps, all scalars of one dtype (float32, or float64
-   for float64 leaves; the code must not fix it), and returns the
-   scalars the step needs, such as bias corrections, and the new carry.
-2. ``apply(s, g, state, p)`` takes those scalars, the gradient, a mapping from moment name to
-   array and the parameter (or ``None``), all in one compute dtype, and returns the direction and
-   the new moments. It is pure ``jnp`` with no branches on values, so it works on any shape, under
-   ``vmap`` and on any backend.
+1. ``scalars(hp, t, carry)`` takes the hyperparameters (a :class:`Scalars`: ``hp.b1``), the
+   1-based step number ``t`` and any scalar state the rule carries between steps, all scalars
+   of one dtype (float32, or float64 for float64 leaves; the code must not fix it), and returns
+   the scalars the step needs beside the hyperparameters, such as bias corrections, and the new
+   carry.
+2. ``apply(s, g, state, p)`` (the signature :data:`Apply`) takes those scalars and the
+   hyperparameters as one :class:`Scalars` (``s.b1``, ``s.bc1``), the gradient, a mapping from
+   moment name to array and the parameter (or ``None``), all in one compute dtype, and returns
+   the direction and the new moments. It is pure ``jnp`` with no branches on values, so it
+   works on any shape, under ``vmap`` and on any backend.
 
 Complex parameters follow optax's convention: the gradient, the parameter and the moments that
 average gradients are complex (complex64 for float32 precision); the moments that are magnitudes
@@ -26,27 +28,63 @@ real. A rule written with these helpers works unchanged on complex arrays (the l
 with jnp's standard dtype promotion, real times complex being what the math means); a rule with
 no complex meaning says why in ``refuses_complex``.
 
-The small helpers below are the equations several optimizers share, written as in the papers.
+The equations several optimizers share (moving averages, bias corrections, saturating squares)
+are in :mod:`jadam.equations`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, TypeAlias
 
 import jax
-import jax.numpy as jnp
 from jax.typing import DTypeLike
 
 from jadam import hyperparams
+from jadam.equations import bias_correction
 from jadam.hyperparams import F32
 
-#: Key of the learning rate in the per-step scalars ``apply`` gets, for rules that read it.
-LEARNING_RATE = "layout/learning_rate"
-#: Key of the weight decay in the per-step scalars of a rule with ``takes_weight_decay``; present
-#: only for the leaves the mask selects.
-WEIGHT_DECAY = "layout/weight_decay"
+
+@dataclasses.dataclass(frozen=True)
+class Scalars:
+    """One step's scalars, as :meth:`Rule.apply` reads them: real, of one dtype, computed once
+    per step (not per leaf).
+
+    The hyperparameters and what :meth:`Rule.scalars` added are attributes by their names
+    (``s.b1``, ``s.bc1``); the layout gives two more, typed, to the rules that declare they apply
+    them (:attr:`Rule.takes_learning_rate`, :attr:`Rule.takes_weight_decay`).
+
+    Attributes:
+      values: the hyperparameters and the rule's own per-step scalars, by name.
+      learning_rate: this step's learning rate, for a rule that applies it; otherwise ``None``.
+      weight_decay: this step's weight decay, for a rule that applies it and a leaf the mask
+        selects; otherwise ``None``.
+    """
+
+    values: Mapping[str, jax.Array]
+    learning_rate: jax.Array | None = None
+    weight_decay: jax.Array | None = None
+
+    def __getattr__(self, name: str) -> jax.Array:
+        if name.startswith("__") or name == "values":  # (copy and pickle probe for these)
+            raise AttributeError(name)
+        try:
+            return self.values[name]
+        except KeyError:
+            have = sorted(self.values)
+            raise AttributeError(f"no per-step scalar {name!r}; there are {have}") from None
+
+
+#: The state arrays of one parameter, by moment name, as ``apply`` gets and returns them.
+Moments: TypeAlias = Mapping[str, jax.Array]
+#: Scalars by name: the scalar state a rule carries between steps, its per-step scalars.
+Carry: TypeAlias = Mapping[str, jax.Array]
+#: What ``apply`` returns: the direction (or the update, for a rule that applies the learning
+#: rate) and the new moments.
+Step: TypeAlias = tuple[jax.Array, dict[str, jax.Array]]
+#: The signature every rule's :meth:`Rule.apply` has: ``apply(s, g, state, p)``.
+Apply: TypeAlias = Callable[[Scalars, jax.Array, Moments, jax.Array | None], Step]
 
 
 class Moment(NamedTuple):
@@ -93,19 +131,22 @@ class Rule:
     #: trust ratio, Adafactor's factored moments), which a packed layout must know.
     elementwise: ClassVar[bool] = True
     #: Whether ``apply`` applies the weight decay itself (LAMB decays inside its trust ratio,
-    #: Adan proximally), reading ``s[WEIGHT_DECAY]``, rather than the layout adding it.
+    #: Adan proximally), reading ``s.weight_decay``, rather than the layout adding it.
     takes_weight_decay: ClassVar[bool] = False
-    #: Whether ``apply`` returns the update itself, with the learning rate ``s[LEARNING_RATE]``
+    #: Whether ``apply`` returns the update itself, with the learning rate ``s.learning_rate``
     #: already in it (Adafactor's relative step, Schedule-Free's averaging), rather than a
     #: direction the layout multiplies by ``-learning_rate``.
     takes_learning_rate: ClassVar[bool] = False
+    #: Whether the math depends on where a leaf sits in the tree (Adam-mini's blocks): then
+    #: :meth:`for_leaf` gives each leaf its own rule, and packing cannot merge leaves.
+    per_path: ClassVar[bool] = False
     #: Why the math has no complex form (Lion's sign), for the error a complex parameter gets;
     #: empty if it has one (see the module docstring).
     refuses_complex: ClassVar[str] = ""
 
     def for_leaf(self, path: Any, shape: tuple[int, ...]) -> Rule:
-        """The rule for the leaf at key path ``path`` with shape ``shape``: itself, unless an
-        optimizer's math depends on where a leaf sits in the tree (Adam-mini's blocks)."""
+        """The rule for the leaf at key path ``path`` with shape ``shape``: itself, unless the
+        rule is :attr:`per_path`."""
         del path, shape
         return self
 
@@ -113,34 +154,25 @@ class Rule:
         """Scalar state carried from step to step (beside the count), with initial values."""
         return {}
 
-    def scalars(
-        self, hp: Mapping[str, jax.Array], t: jax.Array, carry: Mapping[str, jax.Array]
-    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
-        """The per-step scalars and the new carry, from the hyperparameters, the 1-based step
-        number ``t`` (float32) and the carry. By default, the hyperparameters themselves."""
-        return dict(hp), dict(carry)
+    def scalars(self, hp: Scalars, t: jax.Array, carry: Carry) -> tuple[Carry, Carry]:
+        """The rule's own per-step scalars (``apply`` reads them beside the hyperparameters,
+        which they may replace) and the new carry, from the hyperparameters, the 1-based step
+        number ``t`` and the carry, all of one real dtype. By default, none."""
+        del hp, t
+        return {}, carry
 
-    def apply(
-        self,
-        s: Mapping[str, jax.Array],
-        g: jax.Array,
-        state: Mapping[str, jax.Array],
-        p: jax.Array | None,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def apply(self, s: Scalars, g: jax.Array, state: Moments, p: jax.Array | None) -> Step:
         """The update direction and the new moments for one array."""
         raise NotImplementedError
 
 
 @dataclasses.dataclass(frozen=True)
 class BiasCorrected(Rule):
-    """A rule whose step reads Adam's two bias corrections, ``s["bc1"]`` :math:`= 1 - b_1^t`
-    and ``s["bc2"]`` :math:`= 1 - b_2^t`, beside its hyperparameters."""
+    """A rule whose step reads Adam's two bias corrections, ``s.bc1`` :math:`= 1 - b_1^t`
+    and ``s.bc2`` :math:`= 1 - b_2^t`, beside its hyperparameters."""
 
-    def scalars(
-        self, hp: Mapping[str, jax.Array], t: jax.Array, carry: Mapping[str, jax.Array]
-    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
-        bias = {"bc1": bias_correction(hp["b1"], t), "bc2": bias_correction(hp["b2"], t)}
-        return {**hp, **bias}, dict(carry)
+    def scalars(self, hp: Scalars, t: jax.Array, carry: Carry) -> tuple[Carry, Carry]:
+        return {"bc1": bias_correction(hp.b1, t), "bc2": bias_correction(hp.b2, t)}, carry
 
 
 def adam_hyperparams(fn: str, b1: Any, b2: Any, eps: Any) -> dict[str, F32]:
@@ -153,49 +185,9 @@ def adam_hyperparams(fn: str, b1: Any, b2: Any, eps: Any) -> dict[str, F32]:
 
 
 def mu_nu(
-    fn: str, mu_dtype: Any, nu_dtype: Any, *, nu_init: float = 0.0
+    fn: str, mu_dtype: Any, nu_dtype: Any, *, nu_init: float | F32 = 0.0
 ) -> tuple[Moment, Moment]:
     """Adam's pair of moments, ``mu`` and ``nu``, with their dtypes validated for ``fn``."""
     return (Moment("mu", hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)),
             Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype), init=nu_init,
                    nonnegative=True))
-
-
-def ema(previous: jax.Array, value: jax.Array, decay: jax.Array) -> jax.Array:
-    """An exponential moving average: ``decay * previous + (1 - decay) * value``."""
-    return decay * previous + (1 - decay) * value
-
-
-def abs_sq(x: jax.Array) -> jax.Array:
-    """``|x|^2``, real: ``x * x`` for a real array, ``re(x)^2 + im(x)^2`` for a complex one."""
-    if jnp.iscomplexobj(x):
-        return x.real * x.real + x.imag * x.imag
-    return x * x
-
-
-def square(x: jax.Array) -> jax.Array:
-    """:func:`abs_sq` (``x * x`` for real ``x``), saturating at half the largest value of its
-    dtype: a float32 gradient of 1e20 squares to inf, and an infinite second moment would
-    freeze its entry for ever (every later step divides by it). An average of such squares, or
-    of them and a moment so kept, stays below that bound and finite, and decays again.
-    (Saturating the new moment instead, after the average, made XLA compute it twice and copy
-    the old moment: one more pass over memory.) NaN stays NaN."""
-    return jnp.minimum(abs_sq(x), jnp.finfo(x.dtype).max / 2)
-
-
-def saturate(x: jax.Array) -> jax.Array:
-    """``x`` with values above its dtype's largest (``inf`` among them) replaced by the largest;
-    for sums of :func:`square` s, which may exceed it (Adafactor's row sums). NaN stays NaN."""
-    return jnp.minimum(x, jnp.finfo(x.dtype).max)
-
-
-def bias_correction(decay: jax.Array, t: jax.Array) -> jax.Array:
-    """``1 - decay**t``: the weight an average started at zero has gathered after ``t`` steps.
-
-    Computed as ``-expm1(t * log1p(-(1 - decay)))``. For ``decay`` near 1 and small ``t`` the
-    plain formula subtracts two nearly equal numbers: in float32, one rounding of ``0.999**t``
-    moves ``1 - 0.999**t`` by 6e-5 relative at ``t = 1``. This form keeps every step to a few
-    units in the last place (``1 - decay`` is exact for ``decay`` in [0.5, 1]). It gives 1 for
-    ``decay = 0``, as it should.
-    """
-    return -jnp.expm1(t * jnp.log1p(-(1 - decay)))

@@ -5,7 +5,6 @@ that average and the base sequence."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -16,8 +15,9 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.codecs.packed import PackedState
+from jadam.equations import bias_correction, ema, square
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import WEIGHT_DECAY, Moment, Rule, adam_hyperparams, bias_correction, ema, square
+from jadam.rule import Carry, Moment, Moments, Rule, Scalars, Step, adam_hyperparams
 
 
 class ScaleByScheduleFreeState(NamedTuple):
@@ -27,7 +27,7 @@ class ScaleByScheduleFreeState(NamedTuple):
     :func:`schedule_free_eval_params`. The parameters themselves are the interpolation
     :math:`y`."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name, over tuple.count
     z: optax.Updates
     nu: optax.Updates
     lr_max: jax.Array
@@ -49,38 +49,30 @@ class ScheduleFreeRule(Rule):
     def carry_init(self) -> dict[str, Any]:
         return {"lr_max": 0.0, "weight_sum": 0.0, "b1": self.hyperparams["b1"]}
 
-    def scalars(
-        self, hp: Mapping[str, jax.Array], t: jax.Array, carry: Mapping[str, jax.Array]
-    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
-        b2 = hp["b2"]
+    def scalars(self, hp: Scalars, t: jax.Array, carry: Carry) -> tuple[Carry, Carry]:
+        b2 = hp.b2
         # A hyperparameter like the others (optax.inject_hyperparams may trace it); 0: none.
-        steps = hp["warmup_steps"]
+        steps = hp.warmup_steps
         warmup = jnp.where(steps > 0, jnp.minimum(t / jnp.maximum(steps, 1), 1), 1)
         # gamma_t = lr * sqrt(1 - b2^t) * warmup: Adam's bias correction moved into the rate.
-        lr_t = hp["learning_rate"] * warmup * jnp.sqrt(bias_correction(b2, t))
+        assert hp.learning_rate is not None
+        lr_t = hp.learning_rate * warmup * jnp.sqrt(bias_correction(b2, t))
         lr_max = jnp.maximum(carry["lr_max"], lr_t)
-        weight = lr_max ** hp["weight_lr_power"]
+        weight = lr_max ** hp.weight_lr_power
         weight_sum = carry["weight_sum"] + weight
         c = jnp.where(weight_sum > 0, weight / jnp.where(weight_sum > 0, weight_sum, 1), 0)
-        s = {"b1": hp["b1"], "b2": b2, "eps": hp["eps"], "lr_t": lr_t, "c": c}
-        return s, {"lr_max": lr_max, "weight_sum": weight_sum, "b1": hp["b1"]}
+        return {"lr_t": lr_t, "c": c}, {"lr_max": lr_max, "weight_sum": weight_sum, "b1": hp.b1}
 
-    def apply(
-        self,
-        s: Mapping[str, jax.Array],
-        g: jax.Array,
-        state: Mapping[str, jax.Array],
-        p: jax.Array | None,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def apply(self, s: Scalars, g: jax.Array, state: Moments, p: jax.Array | None) -> Step:
         assert p is not None
-        z, c, lr_t = state["z"], s["c"], s["lr_t"]
-        nu = ema(state["nu"], square(g), s["b2"])
-        step = g / (jnp.sqrt(nu) + s["eps"])
-        if WEIGHT_DECAY in s:
-            step = step + s[WEIGHT_DECAY] * p
+        z, c, lr_t = state["z"], s.c, s.lr_t
+        nu = ema(state["nu"], square(g), s.b2)
+        step = g / (jnp.sqrt(nu) + s.eps)
+        if s.weight_decay is not None:
+            step = step + s.weight_decay * p
         # y' = (1 - b1) z' + b1 x' with x' = (1 - c) x + c z' and z' = z - lr_t * step, in
         # terms of y and z: y' = y + c (z - y) - lr_t (1 - b1 (1 - c)) step.
-        update = c * (z - p) - lr_t * (1 - s["b1"] * (1 - c)) * step
+        update = c * (z - p) - lr_t * (1 - s.b1 * (1 - c)) * step
         return update, {"z": z - lr_t * step, "nu": nu}
 
 

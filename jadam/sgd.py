@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -13,7 +12,7 @@ from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Moment, Rule
+from jadam.rule import Carry, Moment, Moments, Rule, Scalars, Step
 
 
 class ScaleBySGDState(NamedTuple):
@@ -24,7 +23,7 @@ class ScaleBySGDState(NamedTuple):
       trace: the momentum buffer; ``None`` when ``momentum`` is the number 0.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name, over tuple.count
     trace: optax.Updates | None = None
 
 
@@ -35,27 +34,19 @@ class SGDRule(Rule):
     nesterov: bool = False
     state_type = ScaleBySGDState
 
-    def scalars(
-        self, hp: Mapping[str, jax.Array], t: jax.Array, carry: Mapping[str, jax.Array]
-    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    def scalars(self, hp: Scalars, t: jax.Array, carry: Carry) -> tuple[Carry, Carry]:
         if not self.moments:
-            return {}, dict(carry)
+            return {}, carry
         # torch starts the buffer at the first gradient itself, undamped.
-        take = jnp.where(t == 1, jnp.ones_like(t), 1 - hp["dampening"])
-        return {"momentum": hp["momentum"], "take": take}, dict(carry)
+        take = jnp.where(t == 1, jnp.ones_like(t), 1 - hp.dampening)
+        return {"take": take}, carry
 
-    def apply(
-        self,
-        s: Mapping[str, jax.Array],
-        g: jax.Array,
-        state: Mapping[str, jax.Array],
-        p: jax.Array | None,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def apply(self, s: Scalars, g: jax.Array, state: Moments, p: jax.Array | None) -> Step:
         del p
         if not self.moments:
             return g, {}
-        trace = s["momentum"] * state["trace"] + s["take"] * g
-        direction = g + s["momentum"] * trace if self.nesterov else trace
+        trace = s.momentum * state["trace"] + s.take * g
+        direction = g + s.momentum * trace if self.nesterov else trace
         return direction, {"trace": trace}
 
 
@@ -111,35 +102,13 @@ def sgd(
         gradient. optax has no ``dampening``, ``weight_decay`` or ``maximize`` in ``sgd``.
 
     References:
-      Robbins & Monro, *A Stochastic Approximation Method*, Ann. Math. Statist. 1951.
+      Robbins & Monro, *A Stochastic Approximation Method*, Ann. Math. Statist. 1951,
+      https://doi.org/10.1214/aoms/1177729586.
       Polyak, *Some methods of speeding up the convergence of iteration methods*, 1964.
       Sutskever, Martens, Dahl & Hinton, *On the importance of initialization and momentum in
       deep learning*, ICML 2013, https://proceedings.mlr.press/v28/sutskever13.html.
     """
-    fn = "jadam.sgd"
-    rule = _sgd_rule(fn, momentum, dampening, nesterov, accumulator_dtype)
-    return layout.optimizer(
-        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay, maximize=maximize
-    )
-
-
-def _sgd_rule(
-    fn: str, momentum: Scalar | None, dampening: Scalar, nesterov: bool,
-    accumulator_dtype: DTypeLike | None,
-) -> SGDRule:
-    hp = {
-        "momentum": hyperparams.scalar(fn, "momentum", 0.0 if momentum is None else momentum),
-        "dampening": hyperparams.scalar(fn, "dampening", dampening, high=1.0),
-    }
-    momentum_, dampening_ = hyperparams.known(hp["momentum"]), hyperparams.known(hp["dampening"])
-    if nesterov and (momentum_ == 0 or dampening_ not in (None, 0)):
-        raise ValueError(
-            f"{fn}(nesterov=True): Nesterov momentum needs momentum > 0 and dampening = 0, got "
-            f"momentum={momentum}, dampening={dampening}"
-        )
-    dtype = hyperparams.float_dtype(fn, "accumulator_dtype", accumulator_dtype)
-    moments = () if hyperparams.is_zero(hp["momentum"]) else (Moment("trace", dtype),)
-    return SGDRule(hp, moments, nesterov=bool(nesterov))
+    return layout.alias("jadam.sgd", scale_by_sgd, locals())
 
 
 def scale_by_sgd(
@@ -152,6 +121,17 @@ def scale_by_sgd(
     Returns:
       An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleBySGDState`.
     """
-    fn = "jadam.scale_by_sgd"
-    rule = _sgd_rule(fn, momentum, dampening, nesterov, accumulator_dtype)
-    return layout.per_leaf(rule, fn=fn)
+    fn = hyperparams.call_name("jadam.scale_by_sgd")
+    hp = {
+        "momentum": hyperparams.scalar(fn, "momentum", 0.0 if momentum is None else momentum),
+        "dampening": hyperparams.scalar(fn, "dampening", dampening, high=1.0),
+    }
+    momentum_, dampening_ = hyperparams.known(hp["momentum"]), hyperparams.known(hp["dampening"])
+    if nesterov and (momentum_ == 0 or dampening_ not in (None, 0)):
+        raise ValueError(
+            f"{fn}(nesterov=True): Nesterov momentum needs momentum > 0 and dampening = 0, got "
+            f"momentum={momentum}, dampening={dampening}"
+        )
+    dtype = hyperparams.float_dtype(fn, "accumulator_dtype", accumulator_dtype)
+    moments = () if hyperparams.is_zero(hp["momentum"]) else (Moment("trace", dtype),)
+    return layout.per_leaf(SGDRule(hp, moments, nesterov=bool(nesterov)), fn=fn)

@@ -68,7 +68,8 @@ def state_shardings(
             f"jadam.state_shardings(zero_axis={zero_axis!r}): the mesh has axes "
             f"{mesh.axis_names}"
         )
-    leaves, treedef = jax.tree.flatten(params)
+    leaves, treedef_ = jax.tree.flatten(params)
+    treedef: Any = treedef_
     specs = [_spec(p) for p in leaves]
     shapes = [tuple(np.shape(p)) for p in leaves]
     if state is None:
@@ -100,7 +101,8 @@ def state_shardings(
             node, is_leaf=lambda y: y is not node)
         if not children or (len(children) == 1 and children[0] is node):
             return replicated(node)  # an array that belongs to no parameter
-        return node_def.unflatten([None if c is None else walk(c) for c in children])
+        return jax.tree_util.tree_unflatten(
+            node_def, [None if c is None else walk(c) for c in children])
 
     return walk(state)
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -12,15 +11,16 @@ import jax.numpy as jnp
 import optax
 from jax.typing import DTypeLike
 
-from jadam import layout
+from jadam import hyperparams, layout
+from jadam.equations import ema, square
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import WEIGHT_DECAY, BiasCorrected, adam_hyperparams, ema, mu_nu, square
+from jadam.rule import BiasCorrected, Moments, Scalars, Step, adam_hyperparams, mu_nu
 
 
 class ScaleByStableAdamWState(NamedTuple):
     """State of :func:`stable_adamw`: ``count``; ``mu`` and ``nu``, Adam's two moments."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name, over tuple.count
     mu: optax.Updates
     nu: optax.Updates
 
@@ -34,22 +34,17 @@ class StableAdamWRule(BiasCorrected):
     elementwise = False
     takes_weight_decay = True
 
-    def apply(
-        self,
-        s: Mapping[str, jax.Array],
-        g: jax.Array,
-        state: Mapping[str, jax.Array],
-        p: jax.Array | None,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def apply(self, s: Scalars, g: jax.Array, state: Moments, p: jax.Array | None) -> Step:
         g2 = square(g)
-        mu = ema(state["mu"], g, s["b1"])
-        nu = ema(state["nu"], g2, s["b2"])
-        nu_hat = nu / s["bc2"]
-        direction = (mu / s["bc1"]) / (jnp.sqrt(nu_hat) + s["eps"])
-        if WEIGHT_DECAY in s:
-            direction = direction + s[WEIGHT_DECAY] * p
+        mu = ema(state["mu"], g, s.b1)
+        nu = ema(state["nu"], g2, s.b2)
+        nu_hat = nu / s.bc2
+        direction = (mu / s.bc1) / (jnp.sqrt(nu_hat) + s.eps)
+        if s.weight_decay is not None:
+            assert p is not None
+            direction = direction + s.weight_decay * p
         # RMS of g^2 / max(v_hat, eps^2) over the array (of an empty one: 0, no clipping).
-        ratio = jnp.sum(g2 / jnp.maximum(nu_hat, s["eps"] * s["eps"])) / max(g.size, 1)
+        ratio = jnp.sum(g2 / jnp.maximum(nu_hat, s.eps * s.eps)) / max(g.size, 1)
         return direction / jnp.maximum(1, jnp.sqrt(ratio)), {"mu": mu, "nu": nu}
 
 
@@ -117,18 +112,7 @@ def stable_adamw(
       training for large-scale vision-language models*, NeurIPS 2023,
       https://arxiv.org/abs/2304.13013.
     """
-    fn = "jadam.stable_adamw"
-    return layout.optimizer(
-        _stable_adamw_rule(fn, b1, b2, eps, mu_dtype, nu_dtype), fn=fn,
-        learning_rate=learning_rate, weight_decay=weight_decay, mask=mask, maximize=maximize,
-    )
-
-
-def _stable_adamw_rule(
-    fn: str, b1: Scalar, b2: Scalar, eps: Scalar, mu_dtype: DTypeLike | None,
-    nu_dtype: DTypeLike | None,
-) -> StableAdamWRule:
-    return StableAdamWRule(adam_hyperparams(fn, b1, b2, eps), mu_nu(fn, mu_dtype, nu_dtype))
+    return layout.alias("jadam.stable_adamw", scale_by_stable_adamw, locals())
 
 
 def scale_by_stable_adamw(
@@ -147,5 +131,6 @@ def scale_by_stable_adamw(
       An optax ``GradientTransformationExtraArgs`` with state
       :class:`ScaleByStableAdamWState`.
     """
-    fn = "jadam.scale_by_stable_adamw"
-    return layout.per_leaf(_stable_adamw_rule(fn, b1, b2, eps, mu_dtype, nu_dtype), fn=fn)
+    fn = hyperparams.call_name("jadam.scale_by_stable_adamw")
+    rule = StableAdamWRule(adam_hyperparams(fn, b1, b2, eps), mu_nu(fn, mu_dtype, nu_dtype))
+    return layout.per_leaf(rule, fn=fn)

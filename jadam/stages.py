@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from jadam import dtypes
-from jadam.rule import LEARNING_RATE, WEIGHT_DECAY, Rule
+from jadam.rule import Moments, Rule, Scalars, Step
 
 #: How weight decay enters: added to the gradient (``"coupled"``, L2), to the direction
 #: before the learning rate (``"decoupled"``, AdamW), by the rule itself (``"rule"``: LAMB's
@@ -60,14 +60,14 @@ class Options:
 
 def leaf_update(
     rule: Rule,
-    step_scalars: Callable[[Any], dict[str, jax.Array]],
+    step_scalars: Callable[[Any], Scalars],
     g: jax.Array,
-    state: dict[str, jax.Array],
+    state: Moments,
     p: jax.Array | None,
     *,
     options: Options,
     decay: bool,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
+) -> Step:
     """One array's update and new moments. ``decay`` says whether the weight-decay mask
     selects this leaf; ``step_scalars(dtype)`` gives the per-step scalars in ``dtype``."""
     with _complex_arithmetic(jnp.iscomplexobj(g)):
@@ -80,19 +80,19 @@ def leaf_update(
 
         gc = compute(g)
         pc = None if p is None else compute(p)
-        wd = s.pop(WEIGHT_DECAY, None)
+        wd = s.weight_decay
         mode = options.decay if decay else None
         # Without params, a weight decay that is an array applies only while it is 0: the
         # update is NaN where it is not (see jadam.layout.per_leaf's update).
         no_params = mode is not None and pc is None
         if no_params:
             mode = None
-        if mode == "rule":
-            s[WEIGHT_DECAY] = wd
+        # The rule sees the decay only if it applies it, and only where the mask selects.
+        s = dataclasses.replace(s, weight_decay=wd if mode == "rule" else None)
 
         gc = gradient_transforms(gc, pc, wd, maximize=options.maximize, decay=mode)
         direction, new = rule.apply(s, gc, {k: compute(v) for k, v in state.items()}, pc)
-        update = direction_transforms(direction, gc, pc, wd, s.get(LEARNING_RATE),
+        update = direction_transforms(direction, gc, pc, wd, s.learning_rate,
                                       options=options, decay=mode)
         if no_params:
             update = jnp.where(wd == 0, update, jnp.asarray(jnp.nan, update.dtype))
@@ -108,6 +108,8 @@ def gradient_transforms(
     if maximize:
         g = -g
     if decay == "coupled":
+        assert wd is not None
+        assert p is not None
         g = g + wd * p
     return g
 
@@ -128,11 +130,18 @@ def direction_transforms(
     decay leaves the bits of ``-lr * d`` however XLA fuses it.)"""
     if options.cautious:
         direction = cautious_mask(direction, g, negative=options.learning_rate == "rule")
+    if options.learning_rate is None:
+        return direction
+    assert lr is not None  # (a learning-rate mode implies one)
     if options.learning_rate == "layout":
         if decay == "decoupled":
+            assert wd is not None
+            assert p is not None
             direction = direction + wd * p
         return -lr * direction
-    if options.learning_rate == "rule" and decay == "decoupled":
+    if decay == "decoupled":
+        assert wd is not None
+        assert p is not None
         direction = direction - (lr * wd) * p
     return direction
 

@@ -32,7 +32,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -200,7 +200,7 @@ def lr_range_test(
 
     tx = make(learning_rate=rate, **hyperparams)
 
-    def step(carry: Any, t: jax.Array) -> tuple[Any, tuple[jax.Array, jax.Array]]:
+    def step(carry: Any, t: jax.Array) -> tuple[Any, tuple[jax.Array, jax.Array, jax.Array]]:
         params, state, avg, best, stopped = carry
         batch = jax.tree.map(lambda x: x[t % n_batches], batches)
         loss, grads = jax.value_and_grad(loss_fn)(params, batch)
@@ -227,7 +227,7 @@ def lr_range_test(
         return out
 
     losses, _, was_stopped = map(np.asarray, jax.device_get(run(params)))
-    lrs = np.asarray(rate(np.arange(steps, dtype=np.float64)))
+    lrs = np.asarray(rate(cast(Any, np.arange(steps, dtype=np.float64))))
     end = int(np.argmax(was_stopped)) if was_stopped.any() else steps
     lrs, losses = lrs[:end], losses[:end]
     suggestion, min_over_10, curve = _suggest(lrs, losses)

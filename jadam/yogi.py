@@ -4,7 +4,6 @@ past gradients as fast as Adam's."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -13,15 +12,16 @@ import optax
 from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
+from jadam.equations import ema, square
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Rule, adam_hyperparams, ema, mu_nu, square
+from jadam.rule import Moments, Rule, Scalars, Step, adam_hyperparams, mu_nu
 
 
 class ScaleByYogiState(NamedTuple):
     """State of :func:`yogi`: ``count``; ``mu``, the first moment; ``nu``, Yogi's second
     moment."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax\'s name, over tuple.count
     mu: optax.Updates
     nu: optax.Updates
 
@@ -32,18 +32,12 @@ class YogiRule(Rule):
 
     state_type = ScaleByYogiState
 
-    def apply(
-        self,
-        s: Mapping[str, jax.Array],
-        g: jax.Array,
-        state: Mapping[str, jax.Array],
-        p: jax.Array | None,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def apply(self, s: Scalars, g: jax.Array, state: Moments, p: jax.Array | None) -> Step:
         del p
-        mu = ema(state["mu"], g, s["b1"])
+        mu = ema(state["mu"], g, s.b1)
         g2 = square(g)
-        nu = state["nu"] - (1 - s["b2"]) * jnp.sign(state["nu"] - g2) * g2
-        return mu / (jnp.sqrt(nu) + s["eps"]), {"mu": mu, "nu": nu}
+        nu = state["nu"] - (1 - s.b2) * jnp.sign(state["nu"] - g2) * g2
+        return mu / (jnp.sqrt(nu) + s.eps), {"mu": mu, "nu": nu}
 
 
 def yogi(
@@ -99,20 +93,7 @@ def yogi(
       Zaheer, Reddi, Sachan, Kale & Kumar, *Adaptive Methods for Nonconvex Optimization*,
       NeurIPS 2018, https://papers.nips.cc/paper/8186-adaptive-methods-for-nonconvex-optimization.
     """
-    fn = "jadam.yogi"
-    rule = _yogi_rule(fn, b1, b2, eps, initial_accumulator_value, mu_dtype, nu_dtype)
-    return layout.optimizer(
-        rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay, maximize=maximize
-    )
-
-
-def _yogi_rule(
-    fn: str, b1: Scalar, b2: Scalar, eps: Scalar, initial_accumulator_value: Scalar,
-    mu_dtype: DTypeLike | None, nu_dtype: DTypeLike | None,
-) -> YogiRule:
-    hp = adam_hyperparams(fn, b1, b2, eps)
-    initial = hyperparams.scalar(fn, "initial_accumulator_value", initial_accumulator_value)
-    return YogiRule(hp, mu_nu(fn, mu_dtype, nu_dtype, nu_init=initial))
+    return layout.alias("jadam.yogi", scale_by_yogi, locals())
 
 
 def scale_by_yogi(
@@ -131,6 +112,7 @@ def scale_by_yogi(
     Returns:
       An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByYogiState`.
     """
-    fn = "jadam.scale_by_yogi"
-    rule = _yogi_rule(fn, b1, b2, eps, initial_accumulator_value, mu_dtype, nu_dtype)
-    return layout.per_leaf(rule, fn=fn)
+    fn = hyperparams.call_name("jadam.scale_by_yogi")
+    hp = adam_hyperparams(fn, b1, b2, eps)
+    initial = hyperparams.scalar(fn, "initial_accumulator_value", initial_accumulator_value)
+    return layout.per_leaf(YogiRule(hp, mu_nu(fn, mu_dtype, nu_dtype, nu_init=initial)), fn=fn)

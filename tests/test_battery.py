@@ -217,10 +217,32 @@ def test_dtypes_are_kept(case: Case) -> None:
         (p, state), _ = jax.lax.scan(body, (params, state0), length=5)
         chex.assert_trees_all_equal_shapes_and_dtypes(p, params)
         chex.assert_trees_all_equal_shapes_and_dtypes(state, state0)
-        for field in ("mu", "nu"):
-            for name, leaf in (getattr(state, field, None) or {}).items():
-                want = state_dtypes.get(f"{field}_dtype", params[name].dtype)
+        checked = 0
+        for field, value in state._asdict().items():
+            if jax.tree.structure(value) != jax.tree.structure(params):
+                continue  # the count, scalars carried between steps
+            knob = ("mu_dtype" if field in _MU_FIELDS
+                    else "nu_dtype" if field in _NU_FIELDS else None)
+            for name, leaf in value.items():
+                want = state_dtypes.get(knob, params[name].dtype)
                 assert leaf.dtype == want, (field, name, leaf.dtype, want)
+                checked += 1
+        assert checked >= len(params) * len(_moments(case)), (checked, case.name)
+
+
+#: The state fields whose dtype ``mu_dtype`` sets (the averages of gradients) and those
+#: ``nu_dtype`` sets (of their squares, Adafactor's factors among them); every other field
+#: that holds one array per parameter has the parameter's dtype.
+_MU_FIELDS = {"mu", "mu_diff", "mu_slow"}
+_NU_FIELDS = {"nu", "nu_max", "v_row", "v_col", "v"}
+
+
+def _moments(case: Case) -> list[str]:
+    """The state fields of ``case`` that hold one array per parameter."""
+    params = {"w": jnp.ones((2, 2))}
+    state = case.make().init(params)
+    return [k for k, v in state._asdict().items()
+            if jax.tree.structure(v) == jax.tree.structure(params)]
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids)

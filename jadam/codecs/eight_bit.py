@@ -85,7 +85,7 @@ def wrap(kernel: Kernel, *, chunkable: bool) -> Kernel:
         if not coded:
             return kernel(rule, g=g, state=state, **kwargs)
         if (chunkable and 2 * CHUNK <= g.size < 2**31 - CHUNK and rule.elementwise
-                and type(rule).for_leaf is Rule.for_leaf and _one_cpu()):
+                and not rule.per_path and _one_cpu()):
             return _chunked(kernel, rule, coded, g=g, state=state, **kwargs)
         shape = jnp.shape(g)
         decoded = {k: quantize.dequantize(v, shape, signed=coded[k]) if k in coded else v

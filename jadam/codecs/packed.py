@@ -26,7 +26,7 @@ class PackedState(NamedTuple):
     """
 
     inner: Any
-    index: PackIndex
+    index: PackIndex  # type: ignore[assignment]  # over tuple.index
 
     def unpacked(self) -> Any:
         """The optimizer's own state with every moment as a tree shaped like the parameters,
@@ -53,7 +53,8 @@ def init(
     params: Any, moments: dict[str, Any], decay_leaf: list[bool], min_size: int,
 ) -> tuple[dict[str, packing.Packed], PackIndex]:
     """The moments (trees shaped like ``params``) packed, and where each leaf lives."""
-    leaves, treedef = jax.tree.flatten(params)
+    leaves, treedef_ = jax.tree.flatten(params)
+    treedef: Any = treedef_
     flat_moments = {k: treedef.flatten_up_to(v) for k, v in moments.items()}
 
     def group(i: int) -> Any:
