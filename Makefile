@@ -26,6 +26,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check jadam tests examples bench
+	$(PY) -m mypy
 
 # -n auto: one pytest worker per core (most of the suite's time is XLA compiling, one core each);
 # --durations: the slowest tests, for keeping CI near 15 minutes.
