@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 # The main job: the CNN example on scikit-learn's 8x8 digits (offline), with its curves.
 demo: $(STAMP)
-	$(PY) examples/mnist_cnn.py --dataset digits --plot mnist_cnn.png
+	$(PY) -m examples.mnist --dataset digits --plot mnist_cnn.png
 
 lint: $(STAMP)
 	$(PY) -m ruff check jadam tests examples bench

@@ -119,7 +119,7 @@ def transformer_shapes(layers: int = 12, d: int = 512, vocab: int = 4096) -> lis
 def cnn_params(image: int = 28) -> Any:
     from flax import nnx
 
-    from examples.mnist_cnn import CNN
+    from examples.mnist.train import CNN
 
     model = CNN((image, image, 1), 10, rngs=nnx.Rngs(0))
     return nnx.state(model, nnx.Param)
@@ -291,7 +291,7 @@ def residual_mlp(layers: int = 500, width: int = 32, batch: int = 64) -> tuple:
 def cnn_step(batch: int = 64, image: int = 28) -> tuple:
     from flax import nnx
 
-    from examples.mnist_cnn import CNN
+    from examples.mnist.train import CNN
 
     graphdef, params = nnx.split(CNN((image, image, 1), 10, rngs=nnx.Rngs(0)), nnx.Param)
 

@@ -35,7 +35,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.mnist_cnn import _cpu_name  # noqa: E402
-from examples import data, mnist_cnn  # noqa: E402
+from examples import data  # noqa: E402
+from examples.mnist import train as mnist_cnn  # noqa: E402
 from jadam import tune  # noqa: E402
 
 LRS = [3e-4, 1e-3, 3e-3, 1e-2]

@@ -2,8 +2,8 @@
 a table of mean +- std over seeds, and a PNG of the training loss and test accuracy curves
 with bands over the seeds.
 
-    python examples/compare_optimizers.py                     # the classics and Adam, 3 seeds
-    python examples/compare_optimizers.py --optimizers adam lion:learning_rate=3e-4 \\
+    python -m examples.compare_optimizers                     # the classics and Adam, 3 seeds
+    python -m examples.compare_optimizers --optimizers adam lion:learning_rate=3e-4 \\
         sgd:learning_rate=0.05,momentum=0.9 --seeds 5 --plot compare.png
 
 An optimizer is a name in jadam.optimizers, optionally followed by ``:key=value,...``.
@@ -12,14 +12,12 @@ An optimizer is a name in jadam.optimizers, optionally followed by ``:key=value,
 from __future__ import annotations
 
 import argparse
-import pathlib
 import sys
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from examples import mnist_cnn, tools
+from examples import tools
+from examples.mnist import train as mnist
 from jadam import tune
 
 DEFAULT = [
@@ -50,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     for spec in args.optimizers:
         name, kwargs = tools.parse_spec(spec)
         specs[spec] = {"name": name, **kwargs}
-    train = mnist_cnn.make_curves_fn(dataset, epochs=args.epochs, batch_size=args.batch_size,
+    train = mnist.make_curves_fn(dataset, epochs=args.epochs, batch_size=args.batch_size,
                                      train_size=args.train_size)
     bar = None
     if args.progress:

@@ -1,24 +1,23 @@
 """The learning-rate range test (L. Smith, 2017) on the MNIST example's CNN: train with an
 exponentially increasing learning rate, plot the loss against it, mark the suggestion.
 
-    python examples/lr_finder.py                          # Adam, 1e-6 .. 1
-    python examples/lr_finder.py --optimizer sgd --max-lr 10 --plot sgd_lr.png
+    python -m examples.lr_finder                          # Adam, 1e-6 .. 1
+    python -m examples.lr_finder --optimizer sgd --max-lr 10 --plot sgd_lr.png
 """
 
 from __future__ import annotations
 
 import argparse
-import pathlib
 import sys
 
 import jax
 import numpy as np
 import optax
+from flax import nnx
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import jadam
-from examples import mnist_cnn, tools
+from examples import tools
+from examples.mnist import train as mnist
 from jadam import tune
 
 
@@ -39,16 +38,16 @@ def main(argv: list[str] | None = None) -> dict:
     dataset = tools.load(args)
     x = dataset.train_images[:args.train_size]
     y = dataset.train_labels[:args.train_size]
-    model = mnist_cnn.CNN(dataset.image_shape, dataset.num_classes,
-                          rngs=mnist_cnn.nnx.Rngs(args.seed))
-    graphdef, params = mnist_cnn.nnx.split(model, mnist_cnn.nnx.Param)
+    model = mnist.CNN(dataset.image_shape, dataset.num_classes,
+                          rngs=nnx.Rngs(args.seed))
+    graphdef, params = nnx.split(model, nnx.Param)
     rng = np.random.default_rng(args.seed)
     idx = rng.integers(0, len(y), (args.steps, args.batch_size))
     batches = (x[idx], y[idx])
 
     def loss_fn(params, batch):
         images, labels = batch
-        logits = mnist_cnn.nnx.merge(graphdef, params)(images)
+        logits = nnx.merge(graphdef, params)(images)
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
     print(f"{args.steps} steps of {args.optimizer}, rate {args.min_lr:g} to {args.max_lr:g}...",

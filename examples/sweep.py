@@ -1,23 +1,21 @@
 """Sweep two hyperparameters of an optimizer on the MNIST example's CNN, every point of the
 grid in ONE compiled program (jadam.tune.sweep), and draw a heatmap of the final test accuracy.
 
-    python examples/sweep.py                                   # Adam: learning rate x b1
-    python examples/sweep.py --optimizer lion --x learning_rate=1e-5,3e-5,1e-4,3e-4 \\
+    python -m examples.sweep                                   # Adam: learning rate x b1
+    python -m examples.sweep --optimizer lion --x learning_rate=1e-5,3e-5,1e-4,3e-4 \\
         --y b1=0.8,0.9,0.95 --seeds 2 --plot lion.png
 """
 
 from __future__ import annotations
 
 import argparse
-import pathlib
 import sys
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import jadam
-from examples import mnist_cnn, tools
+from examples import tools
+from examples.mnist import train as mnist
 from jadam import tune
 
 
@@ -52,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.progress:
         from tqdm import tqdm
         bar = tqdm(total=n * args.epochs, desc=f"{n} runs", unit="epoch", file=sys.stderr)
-    train = mnist_cnn.make_train_fn(dataset, optimizer=args.optimizer, epochs=args.epochs,
+    train = mnist.make_train_fn(dataset, optimizer=args.optimizer, epochs=args.epochs,
                                     batch_size=args.batch_size, train_size=args.train_size,
                                     on_epoch=bar.update if bar else None)
     print(f"{n} runs of {args.optimizer} in one program...", flush=True)

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import sys
 from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from examples import data
 
 

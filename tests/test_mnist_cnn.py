@@ -1,5 +1,6 @@
-"""examples/mnist_cnn.py: a smoke run, accuracy on the real 8x8 digits, the same result from
-the same seed, on 1 and on 4 devices, in two processes, and after SIGKILLs and --resume."""
+"""The MNIST example (examples/mnist, `python -m examples.mnist`): a smoke run, accuracy on the
+real 8x8 digits, the same result from the same seed, on 1 and on 4 devices, in two processes,
+and after SIGKILLs and --resume."""
 
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ import numpy as np
 import pytest
 
 import jadam
-from examples import data, mnist_cnn
+from examples import data
+from examples.mnist import train as mnist_cnn
 from tests.helpers import WITHOUT_FMA
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "examples" / "mnist_cnn.py"
+#: The command line (with PYTHONPATH at the repository, see _env).
+SCRIPT = [sys.executable, "-m", "examples.mnist"]
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +85,7 @@ def test_state_layouts_train_alike(digits) -> None:
 
 
 def test_help_documents_every_flag() -> None:
-    out = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True,
+    out = subprocess.run([*SCRIPT, "--help"], capture_output=True,
                          text=True, check=True, env=_env()).stdout
     for flag in ["--optimizer", "--learning-rate", "--epochs", "--batch-size", "--seed",
                  "--dataset", "--data-dir", "--checkpoint-dir", "--resume", "--plot", "--log",
@@ -98,7 +101,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _run(args: list[str], **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), "--dataset", "digits", "--no-progress",
+    return subprocess.run([*SCRIPT, "--dataset", "digits", "--no-progress",
                            *args], capture_output=True, text=True, env=_env(**env), timeout=600)
 
 
@@ -140,7 +143,7 @@ def test_sigkilled_at_random_points_resumes_to_the_same_bits(tmp_path: pathlib.P
     no earlier than the last one it reported saved."""
     common = ["--epochs", "12", "--batch-size", "16", "--train-size", "512", "--seed", "5"]
     ckpt, out = tmp_path / "ckpt", tmp_path / "killed.npz"
-    args = [sys.executable, str(SCRIPT), "--dataset", "digits", "--no-progress", *common,
+    args = [*SCRIPT, "--dataset", "digits", "--no-progress", *common,
             "--checkpoint-dir", str(ckpt), "--resume", "--save-params", str(out)]
     rng = np.random.default_rng(11)
     saved, phases = 0, []
@@ -200,7 +203,7 @@ def test_two_processes_train_checkpoint_and_resume_as_one(tmp_path: pathlib.Path
     def two_processes(*args: str) -> list[str]:
         port = _free_port()
         procs = [subprocess.Popen(
-            [sys.executable, str(SCRIPT), "--dataset", "digits", "--no-progress", *common,
+            [*SCRIPT, "--dataset", "digits", "--no-progress", *common,
              "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
              "--process-id", str(i), "--checkpoint-dir", str(ckpt), *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -213,7 +216,7 @@ def test_two_processes_train_checkpoint_and_resume_as_one(tmp_path: pathlib.Path
         return outs
 
     straight = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--dataset", "digits", "--no-progress", *common,
+        [*SCRIPT, "--dataset", "digits", "--no-progress", *common,
          "--epochs", "2", "--save-params", str(tmp_path / "single.npz")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=4"))

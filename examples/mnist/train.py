@@ -1,37 +1,22 @@
-"""Train a small CNN on handwritten digits with jadam's Adam, one jit-compiled step at a time.
+"""The MNIST example's training library: config, model, the training loop, evaluation.
 
-The whole training step (forward pass, loss, gradients, ``tx.update``, applying the update) is
-one ``jax.jit`` function whose parameters and optimizer state are donated, so XLA updates them
-in place. The batch is sharded over every local device (a ``jax.sharding.Mesh`` with one
-``data`` axis) and the parameters are replicated, so the same code runs data-parallel on a
-multi-core CPU, several GPUs or a TPU. The optimizer is used through its ``(init, update)``
-API in the open:
-
-    state = tx.init(params)
-    updates, state = tx.update(grads, state, params)
-
-Data: ``--dataset auto`` (the default) takes MNIST if it is cached or downloadable, else
-Fashion-MNIST if Debian's ``dataset-fashion-mnist`` is installed, else scikit-learn's 8x8
-digits, and says which and why (see ``examples/data.py``).
-
-    python examples/mnist_cnn.py                                # offline: the 8x8 digits
-    python examples/mnist_cnn.py --dataset fashion_mnist --epochs 3 --plot curves.png
-    python examples/mnist_cnn.py --optimizer lion --learning-rate 3e-4
-    python examples/mnist_cnn.py --checkpoint-dir /tmp/ckpt     # then again with --resume
+``train_step`` is one step (forward pass, loss, gradients, ``tx.update``, apply); ``train_steps``
+runs it over a sequence of batches with ``lax.scan`` and is the only training loop: the
+:class:`Trainer` calls it, jitted with parameters and state donated, on a few batches at a time
+(data-parallel over every device of every process), and :func:`make_curves_fn`, which the tuning
+tools vmap over optimizers, seeds and hyperparameters, calls it on every epoch inside one
+compiled program. :func:`train_and_evaluate` is a whole run: epochs, evaluation, logs,
+checkpoints (``checkpoints.py``) and plots (``plots.py``).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
 import math
-import os
-import pathlib
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -43,10 +28,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import jadam
-
-if __package__ in (None, ""):  # run as a script: make `examples` importable
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from examples import data as datasets
+from examples.mnist import checkpoints as ckpt
+from examples.mnist import plots
 
 # Epochs when --epochs is not given: the 8x8 digits are 1,437 images, the others 60,000.
 DEFAULT_EPOCHS = {"digits": 40, "mnist": 3, "fashion_mnist": 3}
@@ -72,6 +56,7 @@ class Config:
     save_params: str | None = None
     progress: bool = True
     log_every: int = 0
+    steps_per_call: int = 10
     coordinator: str | None = None
     num_processes: int | None = None
     process_id: int | None = None
@@ -124,13 +109,32 @@ def loss_and_logits(graphdef: Any, params: Any, images: jax.Array,
 
 def train_step(graphdef: Any, tx: optax.GradientTransformation, params: Any, opt_state: Any,
                images: jax.Array, labels: jax.Array) -> tuple[Any, Any, jax.Array, jax.Array]:
-    """One step: loss, gradients, ``tx.update``, apply. Jitted with params and state donated."""
+    """One step: loss, gradients, ``tx.update``, apply."""
     grad_fn = jax.value_and_grad(functools.partial(loss_and_logits, graphdef), has_aux=True)
     (loss, logits), grads = grad_fn(params, images, labels)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
     return params, opt_state, loss, accuracy
+
+
+def train_steps(graphdef: Any, tx: optax.GradientTransformation, params: Any, opt_state: Any,
+                batches: Any, fetch: Callable[[Any], tuple[jax.Array, jax.Array]] | None = None,
+                ) -> tuple[Any, Any, jax.Array, jax.Array]:
+    """The training loop: :func:`train_step` on each of ``batches`` in turn (``lax.scan``).
+
+    ``batches`` is stacked over the steps: ``(images, labels)`` of shapes ``(steps, batch,
+    ...)``, or anything ``fetch`` turns one step of into an ``(images, labels)`` batch (the
+    curves function passes indices into data it holds). Returns the new parameters and state
+    and each step's loss and accuracy."""
+
+    def step(carry: Any, batch: Any) -> tuple[Any, tuple[jax.Array, jax.Array]]:
+        images, labels = batch if fetch is None else fetch(batch)
+        params, opt_state, loss, accuracy = train_step(graphdef, tx, *carry, images, labels)
+        return (params, opt_state), (loss, accuracy)
+
+    (params, opt_state), (losses, accuracies) = jax.lax.scan(step, (params, opt_state), batches)
+    return params, opt_state, losses, accuracies
 
 
 def eval_step(graphdef: Any, params: Any, images: jax.Array, labels: jax.Array,
@@ -159,6 +163,8 @@ class Trainer:
             )
         self.replicated = NamedSharding(self.mesh, P())
         self.batch_sharding = NamedSharding(self.mesh, P("data"))
+        # Batches stacked over steps: the steps in order, each batch split over the devices.
+        self.steps_sharding = NamedSharding(self.mesh, P(None, "data"))
         model = CNN(image_shape, num_classes, rngs=nnx.Rngs(config.seed))
         self.graphdef, params = nnx.split(model, nnx.Param)
         if tx is None:
@@ -168,13 +174,15 @@ class Trainer:
             if config.state in ("8bit", "packed-8bit"):
                 tx = jadam.quantized(tx)
         self.tx = tx
+        self.image_shape = tuple(image_shape)
         self.params = jax.tree.map(lambda x: self.place(x, self.replicated), params)
         # Inside jit: with several processes, every array lives on devices of all of them.
         self.opt_state = jax.jit(self.tx.init, out_shardings=self.replicated)(self.params)
         self._train = jax.jit(
-            functools.partial(train_step, self.graphdef, self.tx),
+            functools.partial(train_steps, self.graphdef, self.tx),
             donate_argnums=(0, 1), out_shardings=self.replicated,
         )
+        self._compiled: dict[int, Any] = {}
         self._eval = jax.jit(functools.partial(eval_step, self.graphdef),
                              out_shardings=self.replicated)
 
@@ -188,21 +196,37 @@ class Trainer:
     def shard(self, *arrays: np.ndarray) -> list[jax.Array]:
         return [self.place(a, self.batch_sharding) for a in arrays]
 
-    def compile(self, image_shape: tuple[int, ...]) -> float:
-        """Compiles the training step ahead of the first batch; returns the seconds it took."""
+    def compile(self, steps: int) -> float:
+        """Compiles the loop over ``steps`` batches ahead of its first use; returns the seconds
+        it took (0 if it was compiled already)."""
+        if steps in self._compiled:
+            return 0.0
         start = time.perf_counter()
         b = self.config.batch_size
-        images = jax.ShapeDtypeStruct((b, *image_shape), jnp.float32, sharding=self.batch_sharding)
-        labels = jax.ShapeDtypeStruct((b,), jnp.int32, sharding=self.batch_sharding)
-        self._train = self._train.lower(self.params, self.opt_state, images, labels).compile()
+        images = jax.ShapeDtypeStruct((steps, b, *self.image_shape), jnp.float32,
+                                      sharding=self.steps_sharding)
+        labels = jax.ShapeDtypeStruct((steps, b), jnp.int32, sharding=self.steps_sharding)
+        self._compiled[steps] = self._train.lower(
+            self.params, self.opt_state, (images, labels)).compile()
         return time.perf_counter() - start
 
-    def step(self, images: np.ndarray, labels: np.ndarray) -> tuple[jax.Array, jax.Array]:
-        images_, labels_ = self.shard(images, labels)
-        self.params, self.opt_state, loss, accuracy = self._train(
-            self.params, self.opt_state, images_, labels_
-        )
-        return loss, accuracy
+    def train(self, images: np.ndarray, labels: np.ndarray) -> tuple[jax.Array, jax.Array]:
+        """Trains on the batches ``images[i], labels[i]`` in turn (host arrays of shapes
+        ``(steps, batch, ...)``), in one call of the compiled loop; returns each step's loss
+        and accuracy."""
+        return self.run(self.place_steps(images, labels))
+
+    def place_steps(self, images: np.ndarray, labels: np.ndarray) -> tuple[jax.Array, ...]:
+        """Batches stacked over steps, on the devices: each batch split over them."""
+        return self.place(images, self.steps_sharding), self.place(labels, self.steps_sharding)
+
+    def run(self, batches: tuple[jax.Array, ...]) -> tuple[jax.Array, jax.Array]:
+        """:meth:`train` on batches already placed by :meth:`place_steps`."""
+        steps = len(batches[1])
+        self.compile(steps)
+        self.params, self.opt_state, losses, accuracies = self._compiled[steps](
+            self.params, self.opt_state, batches)
+        return losses, accuracies
 
     def evaluate(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
         """Mean loss and accuracy over a whole split, in batches of the training batch size."""
@@ -239,7 +263,8 @@ def make_curves_fn(
     on_epoch: Any = None,
 ) -> Any:
     """A pure training function for ``jadam.tune.compare``: ``train(tx, seed)`` trains this
-    CNN from scratch with the optax transformation ``tx``, entirely inside ``lax.scan``, and
+    CNN from scratch with the optax transformation ``tx``, entirely inside ``lax.scan`` (an
+    epoch is :func:`train_steps` over its batches), and
     returns its curves: ``{"loss": per step, "test_loss": per epoch, "test_accuracy": per
     epoch}``. The seed sets the initialisation and the order of the batches.
 
@@ -261,17 +286,15 @@ def make_curves_fn(
                     rngs=nnx.Rngs(params=jax.random.fold_in(key, 0)))
         graphdef, params = nnx.split(model, nnx.Param)
 
-        def step(carry: Any, idx: jax.Array) -> tuple[Any, jax.Array]:
-            params, opt_state = carry
-            params, opt_state, loss, _ = train_step(graphdef, tx, params, opt_state,
-                                                    x_train[idx], y_train[idx])
-            return (params, opt_state), loss
+        def fetch(idx: jax.Array) -> tuple[jax.Array, jax.Array]:
+            return x_train[idx], y_train[idx]
 
         def epoch(carry: Any, e: jax.Array) -> tuple[Any, tuple[jax.Array, ...]]:
             order = jax.random.permutation(jax.random.fold_in(key, e + 1), n)
             batches = order[:steps * batch_size].reshape(steps, batch_size)
-            carry, losses = jax.lax.scan(step, carry, batches)
-            logits = nnx.merge(graphdef, carry[0])(x_test)
+            params, opt_state, losses, _ = train_steps(graphdef, tx, *carry, batches, fetch)
+            carry = (params, opt_state)
+            logits = nnx.merge(graphdef, params)(x_test)
             test_loss = optax.softmax_cross_entropy_with_integer_labels(logits, y_test).mean()
             accuracy = jnp.mean(jnp.argmax(logits, -1) == y_test)
             if on_epoch is not None:
@@ -301,45 +324,6 @@ def make_train_fn(dataset: datasets.Dataset, *, optimizer: str = "adam", epochs:
     return train
 
 
-class Checkpoints:
-    """Orbax checkpoints of parameters, optimizer state and history, one per epoch. Orbax
-    writes each into a temporary directory and renames it when complete, so a run killed
-    mid-write leaves the previous checkpoint as the latest."""
-
-    def __init__(self, directory: str) -> None:
-        import orbax.checkpoint as ocp
-
-        self.ocp = ocp
-        self.manager = ocp.CheckpointManager(
-            pathlib.Path(directory).absolute(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
-        )
-
-    def save(self, epoch: int, trainer: Trainer, history: list[dict[str, float]]) -> None:
-        state = {"params": trainer.params, "opt_state": trainer.opt_state}
-        self.manager.save(epoch, args=self.ocp.args.Composite(
-            state=self.ocp.args.StandardSave(state),
-            history=self.ocp.args.JsonSave({"history": history}),
-        ))
-        self.manager.wait_until_finished()
-
-    def latest(self) -> int | None:
-        return self.manager.latest_step()
-
-    def restore(self, epoch: int, trainer: Trainer) -> list[dict[str, float]]:
-        target = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-            {"params": trainer.params, "opt_state": trainer.opt_state},
-        )
-        restored = self.manager.restore(epoch, args=self.ocp.args.Composite(
-            state=self.ocp.args.StandardRestore(target),
-            history=self.ocp.args.JsonRestore(),
-        ))
-        trainer.params = restored.state["params"]
-        trainer.opt_state = restored.state["opt_state"]
-        return list(restored.history["history"])
-
-
 def train_and_evaluate(config: Config, dataset: datasets.Dataset,
                        log: Any = print) -> dict[str, Any]:
     """Trains and evaluates; returns the summary and per-epoch history."""
@@ -350,7 +334,7 @@ def train_and_evaluate(config: Config, dataset: datasets.Dataset,
     if len(train_y) < config.batch_size:
         raise ValueError(f"{len(train_y)} training images is less than one batch")
     trainer = Trainer(config, dataset.image_shape, dataset.num_classes)
-    checkpoints = Checkpoints(config.checkpoint_dir) if config.checkpoint_dir else None
+    checkpoints = ckpt.Checkpoints(config.checkpoint_dir) if config.checkpoint_dir else None
     history: list[dict[str, float]] = []
     first = 1
     if config.resume:
@@ -361,27 +345,35 @@ def train_and_evaluate(config: Config, dataset: datasets.Dataset,
             history = checkpoints.restore(latest, trainer)
             first = latest + 1
             log(f"resumed from the checkpoint of epoch {latest} in {config.checkpoint_dir}")
-    compile_seconds = trainer.compile(dataset.image_shape)
+    steps = len(train_y) // config.batch_size
+    # A whole epoch per call of the compiled loop, or, to show progress, a few steps (the
+    # progress bar and --log-every report after each call).
+    shown = config.log_every or (config.steps_per_call if config.progress else 0)
+    per_call = min(shown, steps) if shown else steps
+    compile_seconds = trainer.compile(per_call) + trainer.compile(steps % per_call or per_call)
     log(f"{config.optimizer} on {dataset.name} ({len(train_y)} training images), "
         f"{trainer.devices} device(s) [{jax.default_backend()}], "
         f"step compiled in {compile_seconds:.1f} s")
 
-    steps = len(train_y) // config.batch_size
     for epoch in range(first, epochs + 1):
         start = time.perf_counter()
         losses, accuracies = [], []
-        bar = _progress(steps, f"epoch {epoch}/{epochs}", config.progress)
-        for i, idx in enumerate(batches(len(train_y), config.batch_size, config.seed, epoch)):
-            loss, accuracy = trainer.step(train_x[idx], train_y[idx])
+        bar = plots.progress(steps, f"epoch {epoch}/{epochs}", config.progress)
+        order = np.stack(list(batches(len(train_y), config.batch_size, config.seed, epoch)))
+        for done in range(0, steps, per_call):
+            idx = order[done:done + per_call]
+            loss, accuracy = trainer.train(train_x[idx], train_y[idx])
             losses.append(loss)
             accuracies.append(accuracy)
-            if config.log_every and (i + 1) % config.log_every == 0:
-                log(f"epoch {epoch} step {i + 1}/{steps}: loss {float(loss):.4f}")
-            if bar is not None and (i % 10 == 9 or i == steps - 1):
+            for i in range(done, done + len(idx)):
+                if config.log_every and (i + 1) % config.log_every == 0:
+                    log(f"epoch {epoch} step {i + 1}/{steps}: loss {float(loss[i - done]):.4f}")
+            if bar is not None:
+                last = float(loss[-1])  # waits for the call to finish
                 elapsed = time.perf_counter() - start
-                bar.set_postfix(loss=f"{float(loss):.4f}",
-                                img_s=f"{(i + 1) * config.batch_size / elapsed:,.0f}")
-                bar.update(i + 1 - bar.n)
+                bar.set_postfix(loss=f"{last:.4f}",
+                                img_s=f"{(done + len(idx)) * config.batch_size / elapsed:,.0f}")
+                bar.update(done + len(idx) - bar.n)
         jax.block_until_ready(trainer.params)
         seconds = time.perf_counter() - start
         if bar is not None:
@@ -389,8 +381,8 @@ def train_and_evaluate(config: Config, dataset: datasets.Dataset,
         test_loss, test_accuracy = trainer.evaluate(dataset.test_images, dataset.test_labels)
         record = {
             "epoch": epoch,
-            "train_loss": float(np.mean(jax.device_get(losses))),
-            "train_accuracy": float(np.mean(jax.device_get(accuracies))),
+            "train_loss": float(np.mean(np.concatenate(jax.device_get(losses)))),
+            "train_accuracy": float(np.mean(np.concatenate(jax.device_get(accuracies)))),
             "test_loss": test_loss,
             "test_accuracy": test_accuracy,
             "images_per_second": steps * config.batch_size / seconds,
@@ -408,22 +400,9 @@ def train_and_evaluate(config: Config, dataset: datasets.Dataset,
             log(f"saved the checkpoint of epoch {epoch} in {config.checkpoint_dir}")
 
     if config.save_params:
-        # Replicated: every device holds all of it; take this process's first copy.
-        flat = {jax.tree_util.keystr(path): np.asarray(x.addressable_data(0))
-                for path, x in jax.tree_util.tree_leaves_with_path(trainer.params)}
-        target = config.save_params
-        if jax.process_count() > 1:  # one file per process, to compare them
-            stem, suffix = os.path.splitext(target)
-            target = f"{stem}.process{jax.process_index()}{suffix}"
-        # Written whole or not at all: into a temporary file, then renamed over the target.
-        partial = f"{target}.partial"
-        with open(partial, "wb") as f:
-            np.savez(f, **flat)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(partial, target)
+        ckpt.save_params(trainer.params, config.save_params)
     if config.plot and history and jax.process_index() == 0:
-        plot(history, config.plot, title=f"{config.optimizer} on {dataset.name}")
+        plots.curves(history, config.plot, title=f"{config.optimizer} on {dataset.name}")
     timed = [h for h in history if h["epoch"] >= first]
     return {
         "dataset": dataset.name,
@@ -440,133 +419,3 @@ def train_and_evaluate(config: Config, dataset: datasets.Dataset,
     }
 
 
-def _progress(total: int, description: str, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=description, unit="step", leave=False, file=sys.stderr)
-
-
-def plot(history: list[dict[str, float]], path: str, title: str) -> None:
-    """A PNG of the loss and accuracy curves, train and test, per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
-    ax_loss.plot(epochs, [h["test_loss"] for h in history], "s-", label="test")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log", title="loss")
-    ax_acc.plot(epochs, [100 * h["train_accuracy"] for h in history], "o-", label="train")
-    ax_acc.plot(epochs, [100 * h["test_accuracy"] for h in history], "s-", label="test")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def parse_args(argv: list[str] | None = None) -> Config:
-    parser = argparse.ArgumentParser(
-        description="Train a small CNN on handwritten digits with a jadam optimizer.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--optimizer", default="adam", choices=sorted(jadam.optimizers),
-                        help="any optimizer in jadam.optimizers")
-    parser.add_argument("--learning-rate", type=float, default=None,
-                        help="the optimizer's learning rate (default: its own default)")
-    parser.add_argument("--state", default="plain",
-                        choices=["plain", "packed", "8bit", "packed-8bit"],
-                        help="how the optimizer keeps its state: one array per parameter, "
-                             "small ones packed (jadam.packed), 8-bit moments "
-                             "(jadam.quantized), or both")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="passes over the training set (default: 40 for digits, 3 else)")
-    parser.add_argument("--batch-size", type=int, default=64,
-                        help="images per step, split over the local devices")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seeds the initialisation and the order of the batches")
-    parser.add_argument("--dataset", default="auto",
-                        choices=["auto", "mnist", "fashion_mnist", "digits"],
-                        help="auto: MNIST if cached or downloadable, else Fashion-MNIST if "
-                             "installed, else scikit-learn's digits")
-    parser.add_argument("--data-dir", default=None,
-                        help="a directory holding the four MNIST (or Fashion-MNIST) .gz files")
-    parser.add_argument("--train-size", type=int, default=None,
-                        help="train on the first N training images only")
-    parser.add_argument("--checkpoint-dir", default=None,
-                        help="write an orbax checkpoint here after every epoch")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the latest checkpoint in --checkpoint-dir")
-    parser.add_argument("--plot", default=None, metavar="PATH",
-                        help="write a PNG of the loss and accuracy curves")
-    parser.add_argument("--log", default=None, metavar="PATH",
-                        help="append one JSON line per epoch")
-    parser.add_argument("--save-params", default=None, metavar="PATH",
-                        help="write the final parameters to an .npz file")
-    parser.add_argument("--no-progress", dest="progress", action="store_false",
-                        help="no progress bar")
-    parser.add_argument("--log-every", type=int, default=0, metavar="N",
-                        help="print the loss every N steps (0: only per epoch)")
-    parser.add_argument("--coordinator", default=os.environ.get("JAX_COORDINATOR_ADDRESS"),
-                        metavar="HOST:PORT",
-                        help="several processes: the address of process 0, which all of them "
-                             "connect to (jax.distributed); default $JAX_COORDINATOR_ADDRESS")
-    parser.add_argument("--num-processes", type=int,
-                        default=_env_int("JAX_NUM_PROCESSES"),
-                        help="several processes: how many (default $JAX_NUM_PROCESSES)")
-    parser.add_argument("--process-id", type=int, default=_env_int("JAX_PROCESS_ID"),
-                        help="several processes: this one's index, 0 to --num-processes - 1 "
-                             "(default $JAX_PROCESS_ID)")
-    args = parser.parse_args(argv)
-    return Config(**vars(args))
-
-
-def _env_int(name: str) -> int | None:
-    value = os.environ.get(name)
-    return int(value) if value else None
-
-
-def start_processes(config: Config) -> None:
-    """Joins the other processes of a multi-process run (``jax.distributed.initialize``),
-    before anything touches a device. On CPUs their collectives go through gloo."""
-    given = [config.coordinator, config.num_processes, config.process_id]
-    if all(v is None for v in given):
-        return
-    if any(v is None for v in given):
-        raise ValueError("several processes need --coordinator, --num-processes and "
-                         "--process-id (or $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES and "
-                         "$JAX_PROCESS_ID) together")
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(config.coordinator, num_processes=config.num_processes,
-                               process_id=config.process_id)
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    config = parse_args(argv)
-    start_processes(config)
-    dataset, why = datasets.load(
-        config.dataset, data_dir=pathlib.Path(config.data_dir) if config.data_dir else None
-    )
-    print(f"dataset: {dataset.name} from {dataset.source} ({why})", flush=True)
-    start = time.perf_counter()
-    summary = train_and_evaluate(config, dataset, log=functools.partial(print, flush=True))
-    print(
-        f"\ntest accuracy {100 * summary['test_accuracy']:.2f}% after {summary['epochs']} "
-        f"epochs; {summary['images_per_second']:,.0f} images/s on {summary['devices']} "
-        f"device(s); {summary['train_seconds']:.1f} s training, "
-        f"{summary['compile_seconds']:.1f} s compiling, {time.perf_counter() - start:.1f} s "
-        "in all",
-        flush=True,
-    )
-    return summary
-
-
-if __name__ == "__main__":
-    main()
