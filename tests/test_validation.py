@@ -202,3 +202,15 @@ def test_nesterov_checks_concrete_arrays_and_accepts_traced_ones() -> None:
         return tx.update(params, tx.init(params), params)[0]["w"]
 
     assert jax.jit(step)(0.9, 0.0).shape == (2,)
+
+
+def test_a_missing_per_step_scalar_names_those_there_are() -> None:
+    """A rule reads its per-step scalars as attributes; a misspelt one fails when the step is
+    traced, naming the scalars the step has (not a KeyError deep in a dict)."""
+    s = jadam.rule.Scalars({"b1": jnp.float32(0.9), "bc1": jnp.float32(0.1)},
+                           learning_rate=jnp.float32(1e-3))
+    assert float(s.b1) == np.float32(0.9)
+    assert float(s.learning_rate) == np.float32(1e-3)
+    assert s.weight_decay is None
+    with pytest.raises(AttributeError, match=re.escape("'b2'; there are ['b1', 'bc1']")):
+        _ = s.b2
