@@ -21,6 +21,24 @@ from tests import reference
 # Arguments that shape the state and so must be Python numbers, never traced.
 STATIC = {"initial_accumulator_value", "alpha_warmup", "b3_warmup", "warmup_steps"}
 
+# What the papers say of each optimizer beyond elementwise math, by registry name, for the tests
+# that depend on it (a new optimizer gets its rows here, beside its CASES rows):
+# REDUCES: its step sums over each array (LAMB's and MARS's norms, Adafactor's factored moments
+# and update clipping, Adam-mini's block means, StableAdamW's RMS clipping, the cautious mask's
+# count): it cannot be packed (a clear error), and split over devices it needs those sums
+# across them, an all-reduce and no other collective.
+REDUCES = {"lamb", "mars", "adafactor", "adam_mini", "cautious_adamw", "cautious_lion",
+           "stable_adamw"}
+# SPREADS_NAN: one NaN gradient entry reaches the whole array (Adafactor's factored moments and
+# RMS clipping, Adam-mini's block means, MARS's clipping to unit norm, StableAdamW's RMS
+# clipping). (LAMB's trust ratio falls back to 1 when a norm is not positive, NaN included;
+# the cautious mask does not count a NaN entry as agreeing. Both keep the NaN at its entry.)
+SPREADS_NAN = {"adafactor", "adam_mini", "mars", "stable_adamw"}
+# NEEDS_PARAMS: update() without params must say it needs them: they read the parameters, or
+# decay them by default.
+NEEDS_PARAMS = {"adafactor", "lamb", "schedule_free_adamw", "adamw", "nadamw", "adan",
+                "adam_mini", "cautious_adamw", "stable_adamw"}
+
 
 @dataclasses.dataclass(frozen=True)
 class Case:

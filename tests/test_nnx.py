@@ -29,13 +29,12 @@ import pytest
 
 import jadam
 from tests.helpers import WITHOUT_FMA
+from tests.optimizers import REDUCES
 
 nnx = pytest.importorskip("flax.nnx")
 ocp = pytest.importorskip("orbax.checkpoint")
 
-# Optimizers whose math reduces over each array: they cannot be packed.
-NOT_ELEMENTWISE = {"lamb", "mars", "adafactor", "adam_mini", "cautious_adamw", "cautious_lion",
-                   "stable_adamw"}
+NOT_ELEMENTWISE = REDUCES  # (see tests/optimizers.py)
 STEPS = 20
 
 

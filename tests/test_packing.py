@@ -24,11 +24,9 @@ import pytest
 import jadam
 from jadam import packing
 from tests.helpers import assert_trees_within_ulps, gradient_sequence, random_tree
-from tests.optimizers import CASES
+from tests.optimizers import CASES, REDUCES
 
-# Optimizers whose math reduces over each array: they cannot share a buffer.
-NOT_ELEMENTWISE = {"lamb", "mars", "adafactor", "adam_mini", "cautious_adamw", "cautious_lion",
-                   "stable_adamw"}
+NOT_ELEMENTWISE = REDUCES  # (see tests/optimizers.py)
 
 
 def _is_elementwise(case_id: str) -> bool:

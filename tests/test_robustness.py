@@ -21,24 +21,12 @@ import optax
 import pytest
 
 import jadam
+from tests.optimizers import NEEDS_PARAMS, REDUCES, SPREADS_NAN
 
 OPTIMIZERS = sorted(jadam.optimizers)
-# The optimizers through which one NaN gradient entry reaches the whole array: Adafactor's
-# factored moments and RMS clipping, Adam-mini's block means, MARS's clipping to unit norm,
-# StableAdamW's RMS clipping.
-# (LAMB's trust ratio falls back to 1 when a norm is not positive, NaN included; the cautious
-# mask does not count a NaN entry as agreeing. Both keep the NaN at its entry.)
-SPREADS_NAN = {"adafactor", "adam_mini", "mars", "stable_adamw"}
-# update() without params must say it needs them: they read the parameters, or decay them by
-# default.
-NEEDS_PARAMS = {"adafactor", "lamb", "schedule_free_adamw", "adamw", "nadamw", "adan",
-                "adam_mini", "cautious_adamw", "stable_adamw"}
-
-
-# The optimizers that reduce over an array and so cannot be packed (a clear error, tested in
+# The optimizers that reduce over an array cannot be packed (a clear error, tested in
 # test_packing).
-UNPACKABLE = {"lamb", "adafactor", "adam_mini", "mars", "cautious_adamw", "cautious_lion",
-              "stable_adamw"}
+UNPACKABLE = REDUCES
 
 
 def make(name: str, **kwargs: Any) -> optax.GradientTransformationExtraArgs:
@@ -394,6 +382,8 @@ def test_tables_cover_every_optimizer_and_behaviour() -> None:
     assert len(BEHAVIOURS) >= 17
     in_table = {getattr(c.ctor, "func", c.ctor).__name__ for c in CASES}
     assert set(jadam.optimizers) - in_table == set()
+    # The trait sets name optimizers of the registry (a misspelt name would exempt no one).
+    assert (REDUCES | SPREADS_NAN | NEEDS_PARAMS) - set(jadam.optimizers) == set()
     for fn in BEHAVIOURS.values():
         assert next(iter(inspect.signature(fn).parameters)) == "name"
 

@@ -28,13 +28,10 @@ import numpy as np
 import pytest
 
 import jadam
+from tests.optimizers import REDUCES
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# The optimizers whose math sums over an array (LAMB's and MARS's norms, Adafactor's factored
-# moments and update clipping, Adam-mini's block means, the cautious mask's count): split, they
-# need those sums across devices, an all-reduce, and no other collective.
-REDUCING = {"lamb", "mars", "adafactor", "adam_mini", "cautious_adamw", "cautious_lion",
-            "stable_adamw"}
+REDUCING = REDUCES  # (see tests/optimizers.py)
 LAYOUTS = ["adam-8bit", "adam-packed", "adam-skip-nonfinite"]
 # Whether any gradient entry is not finite is one boolean over all shards: an all-reduce, exact.
 ALL_REDUCE = REDUCING | {"adam-skip-nonfinite"}
