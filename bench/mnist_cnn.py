@@ -39,15 +39,17 @@ from examples.mnist import train as mnist_cnn  # noqa: E402
 def _jax_timer(tx, images, labels, batch_size):
     config = mnist_cnn.Config(batch_size=batch_size, progress=False)
     trainer = mnist_cnn.Trainer(config, images.shape[1:], 10, tx=tx)
+    trainer.compile(images.shape[1:])
     rng = np.random.default_rng(0)
 
     def run(steps: int) -> float:
-        idx = rng.integers(0, len(labels), (steps, batch_size))
-        batches = trainer.place_steps(images[idx], labels[idx])
-        trainer.compile(steps)
+        idx = [rng.integers(0, len(labels), batch_size) for _ in range(steps)]
+        batches = [trainer.shard(images[i], labels[i]) for i in idx]
         jax.block_until_ready(trainer.params)
         start = time.perf_counter()
-        loss, _ = trainer.run(batches)  # the example's loop: `steps` steps in one call
+        for x, y in batches:
+            trainer.params, trainer.opt_state, loss, _ = trainer._train(
+                trainer.params, trainer.opt_state, x, y)
         jax.block_until_ready((trainer.params, loss))
         return (time.perf_counter() - start) / steps
 

@@ -1,8 +1,8 @@
-"""Train a small CNN on handwritten digits with jadam's Adam, a few jit-compiled steps at a time.
+"""Train a small CNN on handwritten digits with jadam's Adam, one jit-compiled step at a time.
 
-The training step (forward pass, loss, gradients, ``tx.update``, applying the update), run over
-a few batches with ``lax.scan``, is one ``jax.jit`` function whose parameters and optimizer
-state are donated, so XLA updates them in place. Each batch is sharded over every device (a
+The whole training step (forward pass, loss, gradients, ``tx.update``, applying the update) is
+one ``jax.jit`` function whose parameters and optimizer state are donated, so XLA updates them
+in place. Each batch is sharded over every device (a
 ``jax.sharding.Mesh`` with one ``data`` axis) and the parameters are replicated, so the same
 code runs data-parallel on a multi-core CPU, several GPUs or a TPU. The optimizer is used
 through its ``(init, update)`` API in the open:
@@ -14,10 +14,10 @@ Data: ``--dataset auto`` (the default) takes MNIST if it is cached or downloadab
 Fashion-MNIST if Debian's ``dataset-fashion-mnist`` is installed, else scikit-learn's 8x8
 digits, and says which and why (see ``examples/data.py``).
 
-The example is a small library: ``train.py`` (config, model, ``train_step``, the training
-loop ``train_steps``, ``eval_step``, ``train_and_evaluate``), ``checkpoints.py`` (orbax resume,
-the saved parameters), ``distributed.py`` (several processes), ``plots.py`` (progress bar,
-curves), and ``__main__.py``, the command line. Run it from the repository's root.
+The example is a small library: ``train.py`` (config, model, ``train_step``, ``eval_step``,
+``train_and_evaluate``, and the scanned runs the tuning tools vmap), ``checkpoints.py`` (orbax
+resume, the saved parameters), ``distributed.py`` (several processes), ``plots.py`` (progress
+bar, curves), and ``__main__.py``, the command line. Run it from the repository's root.
 
     python -m examples.mnist                                    # offline: the 8x8 digits
     python -m examples.mnist --dataset fashion_mnist --epochs 3 --plot curves.png
@@ -82,10 +82,6 @@ def parse_args(argv: list[str] | None = None) -> train.Config:
                         help="no progress bar")
     parser.add_argument("--log-every", type=int, default=0, metavar="N",
                         help="print the loss every N steps (0: only per epoch)")
-    parser.add_argument("--steps-per-call", type=int, default=10, metavar="N",
-                        help="with the progress bar, steps per call of the compiled training "
-                             "loop (the bar moves after each call); without it, or with "
-                             "--log-every, an epoch or --log-every steps per call")
     parser.add_argument("--coordinator", default=os.environ.get("JAX_COORDINATOR_ADDRESS"),
                         metavar="HOST:PORT",
                         help="several processes: the address of process 0, which all of them "
