@@ -18,7 +18,7 @@ from jax.typing import DTypeLike
 from jadam import hyperparams, layout
 from jadam.equations import ema, square
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import BiasCorrected, Moment, Moments, Scalars, Step, adam_hyperparams
+from jadam.rule import BiasCorrected, Moments, Scalars, Step, adam_hyperparams, mu_nu
 
 #: A partition rule: from a leaf's key path and shape to the axes one block spans (the axes
 #: the second moment averages over); ``()`` gives Adam's one value per parameter.
@@ -241,8 +241,5 @@ def scale_by_adam_mini(
             f"{fn}(partition={partition!r}): partition must be a function of a key path and "
             "a shape, such as jadam.adam_mini_partition"
         )
-    moments = (
-        Moment("mu", hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)),
-        Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype), nonnegative=True),
-    )
-    return layout.per_leaf(AdamMiniRule(hp, moments, partition=partition, fn=fn), fn=fn)
+    rule = AdamMiniRule(hp, mu_nu(fn, mu_dtype, nu_dtype), partition=partition, fn=fn)
+    return layout.per_leaf(rule, fn=fn)

@@ -14,7 +14,7 @@ from jax.typing import DTypeLike
 from jadam import hyperparams, layout
 from jadam.equations import bias_correction, ema, square
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Carry, Moment, Moments, Rule, Scalars, Step
+from jadam.rule import Carry, Moment, Moments, Rule, Scalars, Step, mu_nu
 
 
 class ScaleByAdanState(NamedTuple):
@@ -165,11 +165,6 @@ def scale_by_adan(
         "b3": hyperparams.decay_rate(fn, "b3", b3),
         "eps": hyperparams.scalar(fn, "eps", eps),
     }
-    mu = hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)
-    moments = (
-        Moment("mu", mu),
-        Moment("mu_diff", mu),
-        Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype), nonnegative=True),
-        Moment("prev_grad"),
-    )
+    mu, nu = mu_nu(fn, mu_dtype, nu_dtype)
+    moments = (mu, mu._replace(name="mu_diff"), nu, Moment("prev_grad"))
     return layout.per_leaf(AdanRule(hp, moments, proximal=bool(proximal)), fn=fn)

@@ -14,7 +14,7 @@ from jax.typing import DTypeLike
 from jadam import hyperparams, layout
 from jadam.equations import bias_correction, ema, square
 from jadam.hyperparams import Scalar, ScalarOrSchedule
-from jadam.rule import Carry, Moment, Moments, Rule, Scalars, Step
+from jadam.rule import Carry, Moments, Rule, Scalars, Step, mu_nu
 
 
 class ScaleByAdEMAMixState(NamedTuple):
@@ -172,12 +172,8 @@ def scale_by_ademamix(
     for name, value in (("alpha_warmup", alpha_warmup), ("b3_warmup", b3_warmup)):
         if value is not None:
             hp[name] = hyperparams.steps(fn, name, value, minimum=1)
-    mu = hyperparams.float_dtype(fn, "mu_dtype", mu_dtype)
-    moments = (
-        Moment("mu", mu),
-        Moment("mu_slow", mu),
-        Moment("nu", hyperparams.float_dtype(fn, "nu_dtype", nu_dtype), nonnegative=True),
-    )
+    mu, nu = mu_nu(fn, mu_dtype, nu_dtype)
+    moments = (mu, mu._replace(name="mu_slow"), nu)
     rule = AdEMAMixRule(
         hp, moments,
         alpha_warmup=alpha_warmup is not None, b3_warmup=b3_warmup is not None,

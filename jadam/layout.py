@@ -307,17 +307,28 @@ def alias(
     with hyperparams.call(fn):
         block = scale_by(**{k: v for k, v in args.items() if k not in _LAYOUT_ARGS})
     assert isinstance(block, Transformation), scale_by
-    weight_decay = args.get("weight_decay")
-    return block.with_options(
-        fn=fn,
-        learning_rate=hyperparams.learning_rate(fn, args["learning_rate"]),
-        weight_decay=None if weight_decay is None
-        else hyperparams.scalar_or_schedule(fn, "weight_decay", weight_decay),
+    return block.with_options(**_full_options(
+        fn, args["learning_rate"], args.get("weight_decay"),
         decoupled=decoupled or bool(args.get("decoupled_weight_decay", False)),
-        mask=args.get("mask"),
-        maximize=bool(args.get("maximize", False)),
-        cautious=cautious,
-    )
+        mask=args.get("mask"), maximize=args.get("maximize", False), cautious=cautious))
+
+
+def _full_options(
+    fn: str, learning_rate: Any, weight_decay: Any, *, decoupled: bool, mask: Mask | None,
+    maximize: bool, cautious: bool,
+) -> dict[str, Any]:
+    """The :func:`per_leaf` options of a full optimizer, its learning rate and weight decay
+    validated as the user gave them (for :func:`alias` and :func:`optimizer`)."""
+    return {
+        "fn": fn,
+        "learning_rate": hyperparams.learning_rate(fn, learning_rate),
+        "weight_decay": None if weight_decay is None
+        else hyperparams.scalar_or_schedule(fn, "weight_decay", weight_decay),
+        "decoupled": decoupled,
+        "mask": mask,
+        "maximize": bool(maximize),
+        "cautious": cautious,
+    }
 
 
 def optimizer(
@@ -335,14 +346,5 @@ def optimizer(
     themselves and so have no ``scale_by_*`` block (Adafactor, Schedule-Free; the others use
     :func:`alias`): validates the learning rate and weight decay as the user gave them, then
     applies ``rule`` with :func:`per_leaf`."""
-    return per_leaf(
-        rule,
-        fn=fn,
-        learning_rate=hyperparams.learning_rate(fn, learning_rate),
-        weight_decay=None if weight_decay is None
-        else hyperparams.scalar_or_schedule(fn, "weight_decay", weight_decay),
-        decoupled=decoupled,
-        mask=mask,
-        maximize=bool(maximize),
-        cautious=cautious,
-    )
+    return per_leaf(rule, **_full_options(fn, learning_rate, weight_decay, decoupled=decoupled,
+                                          mask=mask, maximize=maximize, cautious=cautious))
