@@ -31,6 +31,12 @@ from jadam.packing import Packed, PackIndex, pack, unpack
 from jadam.radam import ScaleByRAdamState, radam, scale_by_radam
 from jadam.registry import OptimizerInfo, optimizers
 from jadam.rmsprop import ScaleByRMSpropState, rmsprop, scale_by_rmsprop
+from jadam.rounding import (
+    KahanSummationState,
+    StochasticRoundingState,
+    kahan_summation,
+    stochastic_rounding,
+)
 from jadam.schedule_free import (
     ScaleByScheduleFreeState,
     schedule_free_adamw,
@@ -44,6 +50,7 @@ from jadam.yogi import ScaleByYogiState, scale_by_yogi, yogi
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "KahanSummationState",
     "OptimizerInfo",
     "PackIndex",
     "Packed",
@@ -71,6 +78,7 @@ __all__ = [
     "ScaleByStableAdamWState",
     "ScaleByYogiState",
     "SkipNonfiniteState",
+    "StochasticRoundingState",
     "adabelief",
     "adadelta",
     "adafactor",
@@ -89,6 +97,7 @@ __all__ = [
     "cautious_adamw",
     "cautious_lion",
     "checkpoint",
+    "kahan_summation",
     "lamb",
     "laprop",
     "lion",
@@ -129,6 +138,7 @@ __all__ = [
     "skip_nonfinite",
     "stable_adamw",
     "state_shardings",
+    "stochastic_rounding",
     "tune",
     "unpack",
     "yogi",

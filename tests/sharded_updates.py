@@ -40,6 +40,11 @@ LAYOUTS = {
     "adam-8bit": lambda: jadam.quantized(jadam.adam(1e-3), min_size=64),
     "adam-packed": lambda: jadam.packed(jadam.adam(1e-3), min_size=100),
     "adam-skip-nonfinite": lambda: jadam.skip_nonfinite(jadam.adam(1e-3)),
+    # bfloat16 parameters (the "-bf16" suffix), their sums Kahan-compensated or rounded at
+    # random: elementwise, the compensation split like its parameter, the random bits a
+    # function of each element's index in the whole array.
+    "adamw-kahan-bf16": lambda: jadam.kahan_summation(jadam.adamw(1e-2, mu_dtype=jnp.float32)),
+    "adamw-stochastic-bf16": lambda: jadam.stochastic_rounding(jadam.adamw(1e-2), seed=3),
 }
 
 
@@ -63,13 +68,16 @@ def main() -> None:
     assert jax.device_count() == 8, jax.devices()
     mesh = Mesh(np.array(jax.devices()).reshape(2, 4), ("data", "model"))
     rng = np.random.default_rng(0)
-    params = {k: jnp.asarray(rng.standard_normal(s), jnp.float32) for k, s in SHAPES.items()}
-    grads = [{k: jnp.asarray(rng.standard_normal(s), jnp.float32) for k, s in SHAPES.items()}
+    params32 = {k: jnp.asarray(rng.standard_normal(s), jnp.float32) for k, s in SHAPES.items()}
+    grads32 = [{k: jnp.asarray(rng.standard_normal(s), jnp.float32) for k, s in SHAPES.items()}
              for _ in range(3)]
     report: dict[str, Any] = {}
     names = sys.argv[1:] or [*sorted(jadam.optimizers), *LAYOUTS]
     for name in names:
         tx = make(name)
+        dtype = jnp.bfloat16 if name.endswith("-bf16") else jnp.float32
+        params = {k: v.astype(dtype) for k, v in params32.items()}
+        grads = [{k: v.astype(dtype) for k, v in g.items()} for g in grads32]
 
         def step(p, s, g, tx=tx):
             u, s = tx.update(g, s, p)

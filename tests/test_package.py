@@ -25,7 +25,8 @@ def test_all_is_the_public_api() -> None:
         ["OptimizerInfo", "optimizers", "schedule_free_eval_params", "adam_mini_partition",
          "cautious", "tune", "pack", "unpack", "packed", "Packed", "PackIndex", "PackedState",
          "quantized", "quantize", "one_pass", "checkpoint", "skip_nonfinite", "state_shardings",
-         "SkipNonfiniteState",
+         "SkipNonfiniteState", "kahan_summation", "KahanSummationState", "stochastic_rounding",
+         "StochasticRoundingState",
          *jadam.optimizers, *states, *directions]
     )
     # Each building block belongs to an optimizer of the registry.

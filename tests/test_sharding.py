@@ -32,7 +32,8 @@ from tests.optimizers import REDUCES
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REDUCING = REDUCES  # (see tests/optimizers.py)
-LAYOUTS = ["adam-8bit", "adam-packed", "adam-skip-nonfinite"]
+LAYOUTS = ["adam-8bit", "adam-packed", "adam-skip-nonfinite", "adamw-kahan-bf16",
+           "adamw-stochastic-bf16"]
 # Whether any gradient entry is not finite is one boolean over all shards: an all-reduce, exact.
 ALL_REDUCE = REDUCING | {"adam-skip-nonfinite"}
 SPLIT = ["model-rows", "model-cols", "data-model"]
