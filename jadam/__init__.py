@@ -18,7 +18,7 @@ from jadam.adan import ScaleByAdanState, adan, scale_by_adan
 from jadam.ademamix import ScaleByAdEMAMixState, ademamix, scale_by_ademamix
 from jadam.adopt import ScaleByAdoptState, adopt, scale_by_adopt
 from jadam.cautious import cautious, cautious_adamw, cautious_lion
-from jadam.codecs.eight_bit import quantized
+from jadam.codecs.blockwise import quantized
 from jadam.codecs.packed import PackedState, packed
 from jadam.lamb import ScaleByLambState, lamb, scale_by_lamb
 from jadam.laprop import ScaleByLaPropState, laprop, scale_by_laprop

@@ -54,7 +54,9 @@ def check_leaf(
     for m in moments:
         x = state[m.name]
         if quantize.is_quantized(x):
-            expected[f"state.{m.name}"] = (x, quantize.stored_shape(shape))
+            rows = {f.row: f for f in quantize.FORMATS.values()}
+            fmt = rows.get(jnp.shape(x)[-1] if jnp.ndim(x) == 2 else 0, quantize.EIGHT)
+            expected[f"state.{m.name}"] = (x, quantize.stored_shape(shape, fmt))
             continue
         expected[f"state.{m.name}"] = (x, m.shape(shape) if m.shape else shape)
         if x is None:
@@ -189,8 +191,11 @@ def warn_if_blind_to_sharding(fn: str, params: Any) -> None:
                 return
 
 
-def layout_option(fn: str, tx: Any, min_size: Any, option: str, hint: str = "") -> Any:
-    """``tx`` rebuilt with the layout option ``option=min_size``, both checked for ``fn``."""
+def layout_option(
+    fn: str, tx: Any, min_size: Any, option: str, hint: str = "", **more: Any
+) -> Any:
+    """``tx`` rebuilt with the layout option ``option=min_size`` (and the options ``more``),
+    both checked for ``fn``."""
     with_options = getattr(tx, "with_options", None)
     if with_options is None:
         raise TypeError(
@@ -199,7 +204,7 @@ def layout_option(fn: str, tx: Any, min_size: Any, option: str, hint: str = "") 
         )
     if isinstance(min_size, bool) or not isinstance(min_size, int | np.integer) or min_size < 1:
         raise ValueError(f"{fn}: min_size must be an integer >= 1, got {min_size!r}")
-    return with_options(**{option: int(min_size)})
+    return with_options(**{option: int(min_size)}, **more)
 
 
 def check_state(fn: str, rule: Rule, state: Any, updates: Any) -> None:

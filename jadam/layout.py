@@ -34,9 +34,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jadam import checks, dtypes, hyperparams, one_pass, stages
+from jadam import checks, dtypes, hyperparams, one_pass, quantize, stages
 from jadam.checks import Mask
-from jadam.codecs import eight_bit
+from jadam.codecs import blockwise
 from jadam.codecs import packed as packed_codec
 from jadam.codecs.packed import PackedState
 from jadam.hyperparams import F32, Schedule
@@ -93,6 +93,7 @@ def per_leaf(
     cautious: bool = False,
     packing_min_size: int | None = None,
     quantize_min_size: int | None = None,
+    quantize_bits: int = 8,
     one_pass_min_size: int | None = None,
 ) -> Transformation:
     """Applies ``rule`` to each leaf of a pytree.
@@ -112,7 +113,8 @@ def per_leaf(
       packing_min_size: keep the state of leaves smaller than this many elements packed, as
         in :func:`jadam.packed`; ``None`` for one state array per leaf.
       quantize_min_size: store moment arrays (or packed buffers) of at least this many
-        elements in 8 bits, as in :func:`jadam.quantized`; ``None`` to keep their dtypes.
+        elements in ``quantize_bits`` (8 or 4) bits, as in :func:`jadam.quantized`; ``None``
+        to keep their dtypes.
       one_pass_min_size: for arrays of at least this many elements, compute the update from
         the old moments, as in :func:`jadam.one_pass`; ``None`` for the plain formula.
 
@@ -128,14 +130,16 @@ def per_leaf(
     options = stages.Options.of(rule, has_lr=learning_rate is not None, decays=decays,
                                 decoupled=decoupled, maximize=maximize, cautious=cautious)
 
-    def kernel(step_scalars: Callable[[Any], Scalars]) -> eight_bit.Kernel:
+    def kernel(step_scalars: Callable[[Any], Scalars]) -> blockwise.Kernel:
         """One array's update, the stages of jadam.stages inside the storage codecs."""
-        k: eight_bit.Kernel = functools.partial(
+        k: blockwise.Kernel = functools.partial(
             stages.leaf_update, step_scalars=step_scalars, options=options)
-        k = eight_bit.wrap(k, chunkable=not cautious)
+        k = blockwise.wrap(k, chunkable=not cautious)
         if one_pass_min_size is not None:
             k = one_pass.wrap(k, min_size=one_pass_min_size)
         return k
+
+    fmt = quantize.FORMATS[quantize_bits]
 
     def init(params: optax.Params) -> Any:
         for path, p in jax.tree_util.tree_leaves_with_path(params):
@@ -157,7 +161,7 @@ def per_leaf(
             checks.warn_if_blind_to_sharding(fn, params)
         if packing_min_size is None:
             if quantize_min_size is not None:
-                moments = {k: eight_bit.encode_tree(rule, i, v, quantize_min_size)
+                moments = {k: blockwise.encode_tree(rule, i, v, quantize_min_size, fmt)
                            for i, (k, v) in enumerate(moments.items())}
             return rule.state_type(count=count, **moments, **carry)
         treedef: Any = jax.tree.structure(params)
@@ -165,7 +169,7 @@ def per_leaf(
                       else [False] * treedef.num_leaves)
         buffers, index = packed_codec.init(params, moments, decay_leaf, packing_min_size)
         if quantize_min_size is not None:
-            buffers = {k: eight_bit.encode_packed(rule.moments[i], v, quantize_min_size)
+            buffers = {k: blockwise.encode_packed(rule.moments[i], v, quantize_min_size, fmt)
                        for i, (k, v) in enumerate(buffers.items())}
         return PackedState(rule.state_type(count=count, **buffers, **carry), index)
 
@@ -262,7 +266,7 @@ def per_leaf(
         per_leaf, rule, fn=fn, learning_rate=learning_rate, weight_decay=weight_decay,
         decoupled=decoupled, mask=mask, maximize=maximize, cautious=cautious,
         packing_min_size=packing_min_size, quantize_min_size=quantize_min_size,
-        one_pass_min_size=one_pass_min_size,
+        quantize_bits=quantize_bits, one_pass_min_size=one_pass_min_size,
     )
     return tx
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jadam import checks, quantize
-from jadam.codecs.eight_bit import Kernel
+from jadam.codecs.blockwise import Kernel
 from jadam.rule import Rule
 
 

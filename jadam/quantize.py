@@ -1,4 +1,5 @@
-r"""8-bit optimizer state: block-wise quantization with a dynamic map (Dettmers et al., 2022).
+r"""8-bit and 4-bit optimizer state: block-wise quantization (Dettmers et al., 2022; Li et al.,
+2023).
 
 A moment of ``n`` elements is stored as ``n`` uint8 codes in blocks of :data:`BLOCK` (256)
 elements, with one float32 scale per block: about 1.016 bytes per element instead of 4, all in
@@ -30,36 +31,76 @@ table lookups: on a 2-core CPU, 2.4-3.2x faster than a binary search over the ta
 (``jnp.searchsorted``, 8-9 ms against 2.7-3.3 ms for 1M values, three runs). Decoding
 evaluates the same formula, so the table and the encoder cannot disagree.
 
+**4 bits** (:data:`FOUR`): blocks of 128, two codes a byte, about 0.53 bytes per element.
+Both moments use the dynamic map built for 4 bits: a first moment (signed) zero and 8
+magnitudes from :math:`5.5 \cdot 10^{-3}` to 1 of each sign (but the smallest negative); a
+second moment stores :math:`\sqrt{v}` on the unsigned map (zero and 15 magnitudes from
+:math:`3.25 \cdot 10^{-3}` to 1), squared when decoded, so that entries down to
+:math:`10^{-5}` of their block's largest keep a code, and a positive value never becomes
+zero (Li et al. found zero in the second moment's map was what broke 4-bit Adam: an entry
+rounded to zero divides its first moment by eps). Of five maps for the second moment (the
+dynamic or the linear map, of :math:`v` or of :math:`\sqrt{v}`, with or without zero), this
+one measured best on both problems of ``bench/four_bit_maps.py``; the linear map without
+zero of Li et al. and torchao was third (``bench/README.md`` has the figures).
+
+A stored moment is one uint8 array of one row per block; its row length tells the format
+(:func:`format_of`), so decoding needs no option.
+
 The optimizer's math never sees codes: the layout decodes each quantized moment to float32,
 runs the optimizer's rule, and encodes the new moment (:func:`jadam.quantized`).
 
-Reference: Dettmers, Lewis, Shleifer & Zettlemoyer, *8-bit Optimizers via Block-wise
-Quantization*, ICLR 2022, https://arxiv.org/abs/2110.02861.
+References:
+  Dettmers, Lewis, Shleifer & Zettlemoyer, *8-bit Optimizers via Block-wise Quantization*,
+  ICLR 2022, https://arxiv.org/abs/2110.02861.
+
+  Li, Chen & Zhu, *Memory Efficient Optimizers with 4-bit States*, NeurIPS 2023,
+  https://arxiv.org/abs/2309.01507.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-#: Elements per block, each block with one float32 scale.
-BLOCK = 256
+
+@dataclasses.dataclass(frozen=True)
+class Format:
+    """How a quantized moment is stored: ``bits`` per code (8 or 4), ``block`` elements per
+    float32 scale; each block is a row of ``row`` bytes, its codes then its scale."""
+
+    bits: int
+    block: int
+
+    @property
+    def row(self) -> int:
+        return self.block * self.bits // 8 + 4
+
+
+#: 8 bits a code, blocks of 256 (Dettmers et al.): 1.016 bytes per element.
+EIGHT = Format(8, 256)
+#: 4 bits a code, blocks of 128 (Li et al.): 0.531 bytes per element.
+FOUR = Format(4, 128)
+FORMATS = {8: EIGHT, 4: FOUR}
+
+#: Elements per block of the 8-bit format, each block with one float32 scale.
+BLOCK = EIGHT.block
 #: Default size (elements) below which a moment stays in its own dtype: for small arrays the
 #: saving is negligible and the quantization error not worth it (as in the paper).
 MIN_SIZE = 4096
 
 
-def dynamic_map(signed: bool) -> np.ndarray:
-    """The 256 sorted float32 values a code stands for (see the module docstring): the
-    decoder applied to every code."""
-    return np.asarray(_decode_unit(jnp.arange(256, dtype=jnp.int32), signed))
+def dynamic_map(signed: bool, fmt: Format = EIGHT) -> np.ndarray:
+    """The ``2**fmt.bits`` sorted float32 values a code stands for (see the module
+    docstring): the decoder applied to every code."""
+    return np.asarray(_decode_unit(jnp.arange(2**fmt.bits, dtype=jnp.int32), signed, fmt))
 
 
-def _bits(signed: bool) -> int:
-    return 7 if signed else 8  # bits after the sign bit
+def _bits(signed: bool, fmt: Format) -> int:
+    return fmt.bits - 1 if signed else fmt.bits  # bits after the sign bit
 
 
 def _magnitude(j: jax.Array, bits: int) -> jax.Array:
@@ -85,24 +126,28 @@ def _power_of_ten(e: jax.Array, bits: int, *, negative: bool) -> jax.Array:
     return out
 
 
-def _decode_unit(code: jax.Array, signed: bool) -> jax.Array:
+def _decode_unit(code: jax.Array, signed: bool, fmt: Format = EIGHT) -> jax.Array:
     """The value in [-1, 1] (signed) or [0, 1] of each int32 code."""
-    bits = _bits(signed)
+    bits = _bits(signed, fmt)
     if not signed:  # code 0 is zero, code j > 0 the j-th magnitude
         return jnp.where(code == 0, jnp.float32(0), _magnitude(jnp.maximum(code, 1), bits))
-    # 0..126: -magnitude[127 - code]; 127: zero; 128..255: magnitude[code - 128].
-    j = jnp.where(code >= 128, code - 128, jnp.maximum(127 - code, 0))
+    # With h = 2**bits (128 for 8 bits): codes below h - 1 are -magnitude[h - 1 - code],
+    # h - 1 is zero, h and above magnitude[code - h].
+    h = 2**bits
+    j = jnp.where(code >= h, code - h, jnp.maximum(h - 1 - code, 0))
     value = _magnitude(j, bits)
-    return jnp.where(code == 127, jnp.float32(0), jnp.where(code >= 128, value, -value))
+    return jnp.where(code == h - 1, jnp.float32(0), jnp.where(code >= h, value, -value))
 
 
-def _encode_unit(x: jax.Array, signed: bool, before: jax.Array | None = None) -> jax.Array:
+def _encode_unit(
+    x: jax.Array, signed: bool, before: jax.Array | None = None, fmt: Format = EIGHT
+) -> jax.Array:
     """The code of the nearest value to each ``x`` in [-1, 1], as int32. The interval holding
     ``|x|`` gives a candidate magnitude; the nearest of it, its two neighbours and zero wins
     (near a decade's edge the neighbour's midpoint can be closer). With ``before`` (signed map
     only), the magnitudes ``x`` was computed from: where ``|x|`` is below it but the nearest
     magnitude is not, the next one towards zero (see :func:`quantize`)."""
-    bits = _bits(signed)
+    bits = _bits(signed, fmt)
     mag = jnp.abs(x)
     # The decade: how many of 0.1, 0.01, ... exceed |x| (0 to bits - 1).
     decade = sum((mag < jnp.float32(10.0**-i)).astype(jnp.int32) for i in range(1, bits))
@@ -132,19 +177,21 @@ def _encode_unit(x: jax.Array, signed: bool, before: jax.Array | None = None) ->
         # and an entry whose gradient died keeps a first moment that a zero second moment
         # would turn into a step of m / eps. Rounded up to the smallest code, the step shrinks.
         return jnp.where(mag == 0, 0, jnp.maximum(best_j, 1))
-    return jnp.where(zero, 127, jnp.where(x < 0, 127 - best_j, 128 + best_j))
+    h = 2**bits
+    return jnp.where(zero, h - 1, jnp.where(x < 0, h - 1 - best_j, h + best_j))
 
 
-#: Bytes per block of a stored moment: its :data:`BLOCK` codes, then its float32 scale.
-ROW = BLOCK + 4
+#: Bytes per block of a stored 8-bit moment: its :data:`BLOCK` codes, then its float32 scale.
+ROW = EIGHT.row
 
 
 def quantize(
-    x: jax.Array, *, signed: bool, previous: jax.Array | None = None
+    x: jax.Array, *, signed: bool, previous: jax.Array | None = None, fmt: Format = EIGHT
 ) -> jax.Array:
     """Encodes ``x`` (any shape) block by block (see the module docstring) into one uint8
-    array of shape ``(blocks, ROW)``: each row is a block's codes (the last block padded with
-    zeros), then its scale, the block's largest magnitude, as the 4 bytes of a float32.
+    array of shape ``(blocks, fmt.row)``: each row is a block's codes (the last block padded
+    with zeros; 4-bit codes two a byte, the first in the low half), then its scale, the
+    block's largest magnitude, as the 4 bytes of a float32.
 
     One array rather than a pair: containers that wrap each leaf of a state (``flax.nnx``'s
     ``Optimizer``), save it (orbax) or split it over devices then treat a quantized moment as
@@ -154,33 +201,63 @@ def quantize(
     ``|x|`` fell below ``|previous|`` but its nearest code would not, the code one step
     towards zero is taken instead. Without this a decaying moment sticks: ``0.9 m`` rounds back
     to ``m`` wherever codes are more than 20% apart (the low decades), and an entry whose
-    gradient died would step by ``m / sqrt(v)`` for ever."""
-    flat = _blocks(x)
+    gradient died would step by ``m / sqrt(v)`` for ever.
+
+    A 4-bit unsigned moment stores its square root (see the module docstring): the scale
+    and the codes are of ``sqrt(x)``."""
+    flat = _blocks(x, fmt)
+    if _of_root(signed, fmt):
+        flat = jnp.sqrt(flat)
     scales = jnp.max(jnp.abs(flat), axis=1)
     safe = jnp.where(scales > 0, scales, 1)[:, None]
-    before = None if previous is None or not signed else jnp.abs(_blocks(previous)) / safe
-    codes = _encode_unit(flat / safe, signed, before).astype(jnp.uint8)
+    before = (None if previous is None or not signed
+              else jnp.abs(_blocks(previous, fmt)) / safe)
+    codes = _encode_unit(flat / safe, signed, before, fmt).astype(jnp.uint8)
+    if fmt.bits == 4:
+        pairs = codes.reshape(codes.shape[0], -1, 2)
+        codes = pairs[..., 0] | (pairs[..., 1] << 4)
     return jnp.concatenate([codes, jax.lax.bitcast_convert_type(scales, jnp.uint8)], axis=1)
 
 
-def _blocks(x: jax.Array) -> jax.Array:
+def _of_root(signed: bool, fmt: Format) -> bool:
+    """Whether the codes are of the square root of the moment: 4-bit unsigned ones."""
+    return fmt.bits == 4 and not signed
+
+
+def _blocks(x: jax.Array, fmt: Format) -> jax.Array:
     """``x`` flattened, as float32, zero-padded to whole blocks, one block a row."""
     flat = jnp.ravel(x).astype(jnp.float32)
-    blocks = -(-flat.size // BLOCK)
-    flat = jnp.concatenate([flat, jnp.zeros(blocks * BLOCK - flat.size, jnp.float32)])
-    return flat.reshape(blocks, BLOCK)
+    blocks = -(-flat.size // fmt.block)
+    flat = jnp.concatenate([flat, jnp.zeros(blocks * fmt.block - flat.size, jnp.float32)])
+    return flat.reshape(blocks, fmt.block)
+
+
+def format_of(q: jax.Array) -> Format:
+    """The format of a quantized moment, from its row length."""
+    for fmt in FORMATS.values():
+        if q.shape[-1] == fmt.row:
+            return fmt
+    raise ValueError(f"not a quantized moment: rows of {q.shape[-1]} bytes")
 
 
 def split(q: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The codes (uint8, ``(blocks, BLOCK)``) and scales (float32, ``(blocks,)``) of a
+    """The codes (int32, ``(blocks, block)``) and scales (float32, ``(blocks,)``) of a
     quantized moment."""
-    return q[:, :BLOCK], jax.lax.bitcast_convert_type(q[:, BLOCK:], jnp.float32)
+    fmt = format_of(q)
+    code_bytes = fmt.block * fmt.bits // 8
+    codes = q[:, :code_bytes].astype(jnp.int32)
+    if fmt.bits == 4:
+        codes = jnp.stack([codes & 15, codes >> 4], axis=-1).reshape(q.shape[0], fmt.block)
+    return codes, jax.lax.bitcast_convert_type(q[:, code_bytes:], jnp.float32)
 
 
 def dequantize(q: jax.Array, shape: tuple[int, ...], *, signed: bool) -> jax.Array:
-    """Decodes a quantized moment to float32 of ``shape``."""
+    """Decodes a quantized moment (of either format) to float32 of ``shape``."""
     codes, scales = split(q)
-    values = _decode_unit(codes.astype(jnp.int32), signed) * scales[:, None]
+    fmt = format_of(q)
+    values = _decode_unit(codes, signed, fmt) * scales[:, None]
+    if _of_root(signed, fmt):
+        values = values * values
     size = int(np.prod(shape, dtype=np.int64))
     return values.reshape(-1)[:size].reshape(shape)
 
@@ -190,6 +267,6 @@ def is_quantized(x: Any) -> bool:
     return x is not None and jnp.result_type(x) == jnp.uint8
 
 
-def stored_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+def stored_shape(shape: tuple[int, ...], fmt: Format = EIGHT) -> tuple[int, int]:
     """The shape of the quantized form of an array of ``shape``."""
-    return -(-int(np.prod(shape, dtype=np.int64)) // BLOCK), ROW
+    return -(-int(np.prod(shape, dtype=np.int64)) // fmt.block), fmt.row

@@ -38,6 +38,7 @@ PARTITIONINGS = {
 # and the wrapper that skips non-finite steps.
 LAYOUTS = {
     "adam-8bit": lambda: jadam.quantized(jadam.adam(1e-3), min_size=64),
+    "adam-4bit": lambda: jadam.quantized(jadam.adam(1e-3), bits=4, min_size=64),
     "adam-packed": lambda: jadam.packed(jadam.adam(1e-3), min_size=100),
     "adam-skip-nonfinite": lambda: jadam.skip_nonfinite(jadam.adam(1e-3)),
     # bfloat16 parameters (the "-bf16" suffix), their sums Kahan-compensated or rounded at

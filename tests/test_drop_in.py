@@ -79,6 +79,7 @@ def test_integer_leaves_stay_as_they_are_with_multi_transform() -> None:
 def _wrapped(name: str) -> dict:
     tx = _make(name)
     out = {"plain": tx, "quantized": jadam.quantized(tx, min_size=1),
+           "quantized4": jadam.quantized(tx, bits=4, min_size=1),
            "skip_nonfinite": jadam.skip_nonfinite(tx), "cautious": jadam.cautious(tx)}
     with contextlib.suppress(ValueError):  # not elementwise: cannot be packed
         out["packed"] = jadam.packed(tx, min_size=100)

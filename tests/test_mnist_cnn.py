@@ -84,11 +84,39 @@ def test_state_layouts_train_alike(digits) -> None:
     assert abs(gap) <= 0.02, gap
 
 
+def test_bfloat16_parameters_train_with_each_rounding(digits) -> None:
+    """--param-dtype bfloat16: the parameters are bfloat16, the moments float32 (or 4-bit),
+    and 3 epochs of the digits reach the float32 run's test accuracy within 3 points with
+    Kahan summation and 4-bit state, and with stochastic rounding (seen: 96.1% float32, 94.7%
+    and 95.5%; bfloat16 rounded to nearest 95.8%: 3 epochs of the digits at lr 1e-3 are too
+    few and too large steps for rounding to stall); the optimizer is the wrapped one the
+    flags name."""
+    runs = {}
+    for rounding, state in (("kahan", "4bit"), ("stochastic", "plain")):
+        config = _config(epochs=3, batch_size=64, param_dtype="bfloat16", rounding=rounding,
+                         state=state)
+        trainer = mnist_cnn.Trainer(config, (8, 8, 1), 10)
+        kind = {"kahan": jadam.KahanSummationState,
+                "stochastic": jadam.StochasticRoundingState}[rounding]
+        assert isinstance(trainer.opt_state, kind)
+        moments = jax.tree.leaves(trainer.opt_state.inner.mu)
+        want = {"4bit": {"uint8", "float32"}, "plain": {"float32"}}[state]
+        assert {str(m.dtype) for m in moments} == want
+        runs[rounding] = mnist_cnn.train_and_evaluate(config, digits, log=lambda _: None)
+        assert {str(x.dtype) for x in jax.tree.leaves(runs[rounding]["params"])} == {"bfloat16"}
+    f32 = mnist_cnn.train_and_evaluate(_config(epochs=3, batch_size=64), digits,
+                                       log=lambda _: None)
+    for r in runs.values():
+        assert r["test_accuracy"] >= f32["test_accuracy"] - 0.03, (r["test_accuracy"],
+                                                                   f32["test_accuracy"])
+
+
 def test_help_documents_every_flag() -> None:
     out = subprocess.run([*SCRIPT, "--help"], capture_output=True,
                          text=True, check=True, env=_env()).stdout
     for flag in ["--optimizer", "--learning-rate", "--epochs", "--batch-size", "--seed",
                  "--dataset", "--data-dir", "--checkpoint-dir", "--resume", "--plot", "--log",
+                 "--state", "--param-dtype", "--rounding",
                  "--coordinator", "--num-processes", "--process-id"]:
         assert flag in out, flag
 

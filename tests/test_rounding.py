@@ -339,7 +339,8 @@ def test_composes_with_chain_quantized_and_inject_hyperparams(wrap: str) -> None
     w = WRAPPERS[wrap]
     for tx in [w(optax.chain(optax.clip(1.0), _adamw())),
                optax.chain(optax.clip(1.0), w(_adamw())),
-               w(jadam.quantized(_adamw(), min_size=256)), w(jadam.packed(_adamw()))]:
+               w(jadam.quantized(_adamw(), min_size=256)),
+               w(jadam.quantized(_adamw(), bits=4, min_size=256)), w(jadam.packed(_adamw()))]:
         params, _ = _train(tx, 5)
         chex.assert_tree_all_finite(params)
         chex.assert_trees_all_equal_shapes_and_dtypes(params, PARAMS)
@@ -372,12 +373,14 @@ def test_inside_multisteps_and_skip_nonfinite_held_back_steps_change_nothing(
     chex.assert_trees_all_equal(new_state.inner, state.inner)
 
 
+@pytest.mark.parametrize("bits", [8, 4])
 @pytest.mark.parametrize("wrap", WRAPPERS)
-def test_resumed_from_checkpoints_bit_for_bit(wrap: str, tmp_path: pathlib.Path) -> None:
+def test_resumed_from_checkpoints_bit_for_bit(wrap: str, bits: int, tmp_path: pathlib.Path
+                                              ) -> None:
     """Five steps, a checkpoint (orbax, jadam.checkpoint, pickle of state and optimizer),
     five more: the parameters of the run never interrupted."""
     ocp = pytest.importorskip("orbax.checkpoint")
-    tx = WRAPPERS[wrap](jadam.quantized(_adamw(), min_size=256))
+    tx = WRAPPERS[wrap](jadam.quantized(_adamw(), bits=bits, min_size=256))
     want, _ = _train(tx, 10)
     params, state = _train(tx, 5)
     checkpointer = ocp.StandardCheckpointer()

@@ -32,7 +32,7 @@ from tests.optimizers import REDUCES
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REDUCING = REDUCES  # (see tests/optimizers.py)
-LAYOUTS = ["adam-8bit", "adam-packed", "adam-skip-nonfinite", "adamw-kahan-bf16",
+LAYOUTS = ["adam-8bit", "adam-4bit", "adam-packed", "adam-skip-nonfinite", "adamw-kahan-bf16",
            "adamw-stochastic-bf16"]
 # Whether any gradient entry is not finite is one boolean over all shards: an all-reduce, exact.
 ALL_REDUCE = REDUCING | {"adam-skip-nonfinite"}
@@ -89,11 +89,15 @@ def test_split_updates_equal_the_one_device_updates(report: dict, name: str) -> 
     shards: 1e-6 of each array's largest |value| after three steps (observed at most 2.9e-7).
     8-bit Adam: a leaf split over devices keeps float32 moments, so it differs from one
     device's 8-bit state by the quantization error (observed 2.7e-2; 5e-2 allowed); the
-    leaves that are not split are quantized alike."""
+    leaves that are not split are quantized alike. 4-bit Adam likewise, by 4-bit quantization
+    error: 0.59 of the largest update after three steps (its first moment's codes near a
+    third of a block's largest are 0.2125 and 0.4375 of it); with the state split under ZeRO
+    instead (below), it is the one-device run's."""
     for part in SPLIT:
         r = report[f"{name}/{part}"]
-        if name == "adam-8bit":
-            assert r["max_relative_difference"] <= 5e-2, (part, r)
+        if name in ("adam-8bit", "adam-4bit"):
+            bound = 5e-2 if name == "adam-8bit" else 1.0
+            assert r["max_relative_difference"] <= bound, (part, r)
             assert not r["same_state_layout"]
         elif name in REDUCING:
             assert r["max_relative_difference"] <= 1e-6, (part, r)
@@ -117,7 +121,7 @@ def test_zero_state_sharding_cuts_state_memory_by_the_data_axis(report: dict, na
     assert r["state_bytes_on_device_0"] <= r["state_bytes"] / 2 + 64, r
     assert set(r["collectives"]) <= {"all-gather", "all-reduce", "all-to-all",
                                      "collective-permute"}, r["collectives"]
-    if name in REDUCING or name in {"adam-8bit", "lion"}:
+    if name in REDUCING or name in {"adam-8bit", "adam-4bit", "lion"}:
         assert r["max_relative_difference"] <= 1e-6, r
     else:
         assert r["bitwise"], r

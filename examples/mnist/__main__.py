@@ -50,10 +50,19 @@ def parse_args(argv: list[str] | None = None) -> train.Config:
     parser.add_argument("--learning-rate", type=float, default=None,
                         help="the optimizer's learning rate (default: its own default)")
     parser.add_argument("--state", default="plain",
-                        choices=["plain", "packed", "8bit", "packed-8bit"],
+                        choices=["plain", "packed", "8bit", "4bit", "packed-8bit"],
                         help="how the optimizer keeps its state: one array per parameter, "
-                             "small ones packed (jadam.packed), 8-bit moments "
-                             "(jadam.quantized), or both")
+                             "small ones packed (jadam.packed), 8-bit or 4-bit moments "
+                             "(jadam.quantized), or packed and 8-bit")
+    parser.add_argument("--param-dtype", default="float32",
+                        choices=["float32", "bfloat16", "float16"],
+                        help="the model's parameters and arithmetic (the optimizer's moments "
+                             "stay float32 unless --state quantizes them)")
+    parser.add_argument("--rounding", default="nearest",
+                        choices=["nearest", "kahan", "stochastic"],
+                        help="how a bfloat16 or float16 parameter takes its update: rounded to "
+                             "nearest, Kahan-compensated (jadam.kahan_summation) or rounded "
+                             "at random (jadam.stochastic_rounding)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="passes over the training set (default: 40 for digits, 3 else)")
     parser.add_argument("--batch-size", type=int, default=64,

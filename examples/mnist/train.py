@@ -43,6 +43,8 @@ class Config:
     optimizer: str = "adam"
     learning_rate: float | None = None
     state: str = "plain"
+    param_dtype: str = "float32"
+    rounding: str = "nearest"
     epochs: int | None = None
     batch_size: int = 64
     seed: int = 0
@@ -66,14 +68,16 @@ class CNN(nnx.Module):
     whose height and width are multiples of 4 (28x28 and 8x8)."""
 
     def __init__(self, image_shape: tuple[int, int, int], num_classes: int, *,
-                 rngs: nnx.Rngs) -> None:
+                 rngs: nnx.Rngs, dtype: Any = jnp.float32) -> None:
         height, width, channels = image_shape
         if height % 4 or width % 4:
             raise ValueError(f"image height and width must be multiples of 4, got {image_shape}")
-        self.conv1 = nnx.Conv(channels, 32, (3, 3), rngs=rngs)
-        self.conv2 = nnx.Conv(32, 64, (3, 3), rngs=rngs)
-        self.dense1 = nnx.Linear((height // 4) * (width // 4) * 64, 256, rngs=rngs)
-        self.dense2 = nnx.Linear(256, num_classes, rngs=rngs)
+        # Parameters and arithmetic in ``dtype`` (bfloat16: a model trained in half the bytes).
+        kw = {"param_dtype": dtype, "dtype": dtype, "rngs": rngs}
+        self.conv1 = nnx.Conv(channels, 32, (3, 3), **kw)
+        self.conv2 = nnx.Conv(32, 64, (3, 3), **kw)
+        self.dense1 = nnx.Linear((height // 4) * (width // 4) * 64, 256, **kw)
+        self.dense2 = nnx.Linear(256, num_classes, **kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = max_pool_2x2(nnx.relu(self.conv1(x)))
@@ -93,16 +97,36 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
-def make_optimizer(name: str, learning_rate: float | None) -> optax.GradientTransformation:
+def make_optimizer(name: str, learning_rate: float | None, *, state: str = "plain",
+                   param_dtype: str = "float32", rounding: str = "nearest"
+                   ) -> optax.GradientTransformation:
     """Any optimizer of ``jadam.optimizers`` by name, at its default learning rate unless one
-    is given."""
+    is given, with its state kept as ``state`` says (``plain``, ``packed``, ``8bit``, ``4bit``,
+    ``packed-8bit``) and, for bfloat16 or float16 parameters, their sums rounded to nearest,
+    Kahan-compensated or stochastically rounded (``rounding``). With such parameters the
+    moments are float32 where the optimizer lets them be (``mu_dtype``, ``nu_dtype``): only
+    the parameters, and the state formats asked for, are narrow."""
     info = jadam.optimizers[name]
-    return info.make() if learning_rate is None else info.make(learning_rate=learning_rate)
+    kwargs: dict[str, Any] = {} if learning_rate is None else {"learning_rate": learning_rate}
+    if param_dtype != "float32":
+        kwargs.update({k: jnp.float32 for k in ("mu_dtype", "nu_dtype") if k in info.defaults})
+    tx = info.make(**kwargs)
+    if state in ("packed", "packed-8bit"):
+        tx = jadam.packed(tx)
+    if state in ("8bit", "4bit", "packed-8bit"):
+        tx = jadam.quantized(tx, bits=4 if state == "4bit" else 8)
+    if rounding == "kahan":
+        tx = jadam.kahan_summation(tx)
+    elif rounding == "stochastic":
+        tx = jadam.stochastic_rounding(tx, seed=0)
+    elif rounding != "nearest":
+        raise ValueError(f"rounding must be nearest, kahan or stochastic, got {rounding!r}")
+    return tx
 
 
 def loss_and_logits(graphdef: Any, params: Any, images: jax.Array,
                     labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-    logits = nnx.merge(graphdef, params)(images)
+    logits = nnx.merge(graphdef, params)(images).astype(jnp.float32)
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), logits
 
 
@@ -146,7 +170,7 @@ def train_steps(graphdef: Any, tx: optax.GradientTransformation, params: Any, op
 def eval_step(graphdef: Any, params: Any, images: jax.Array, labels: jax.Array,
               weights: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Summed loss and number correct over a (padded) batch; padding has weight 0."""
-    logits = nnx.merge(graphdef, params)(images)
+    logits = nnx.merge(graphdef, params)(images).astype(jnp.float32)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
     return jnp.sum(losses * weights), jnp.sum(correct * weights)
@@ -169,14 +193,12 @@ class Trainer:
             )
         self.replicated = NamedSharding(self.mesh, P())
         self.batch_sharding = NamedSharding(self.mesh, P("data"))
-        model = CNN(image_shape, num_classes, rngs=nnx.Rngs(config.seed))
+        model = CNN(image_shape, num_classes, rngs=nnx.Rngs(config.seed),
+                    dtype=jnp.dtype(config.param_dtype))
         self.graphdef, params = nnx.split(model, nnx.Param)
         if tx is None:
-            tx = make_optimizer(config.optimizer, config.learning_rate)
-            if config.state in ("packed", "packed-8bit"):
-                tx = jadam.packed(tx)
-            if config.state in ("8bit", "packed-8bit"):
-                tx = jadam.quantized(tx)
+            tx = make_optimizer(config.optimizer, config.learning_rate, state=config.state,
+                                param_dtype=config.param_dtype, rounding=config.rounding)
         self.tx = tx
         self.params = jax.tree.map(lambda x: self.place(x, self.replicated), params)
         # Inside jit: with several processes, every array lives on devices of all of them.

@@ -1,5 +1,5 @@
-"""8-bit state (:func:`jadam.quantized`): moments stored as blocks of uint8 codes and a
-float32 scale (:mod:`jadam.quantize` has the number format), decoded to float32 before the
+"""8-bit and 4-bit state (:func:`jadam.quantized`): moments stored as blocks of codes and a
+float32 scale (:mod:`jadam.quantize` has the number formats), decoded to float32 before the
 optimizer's unchanged rule and encoded after it."""
 
 from __future__ import annotations
@@ -18,14 +18,15 @@ from jadam.rule import Moment, Rule
 Kernel = Callable[..., tuple[jax.Array, dict[str, Any]]]
 
 
-def quantized(tx: Any, *, min_size: int = quantize.MIN_SIZE) -> Any:
-    """The optimizer ``tx`` with its moments stored in 8 bits, block-wise (Dettmers et al.,
-    2022; see :mod:`jadam.quantize`): Adam's state drops from 8 to about 2.03 bytes per
-    parameter.
+def quantized(tx: Any, *, bits: int = 8, min_size: int = quantize.MIN_SIZE) -> Any:
+    """The optimizer ``tx`` with its moments stored in 8 or 4 bits, block-wise (Dettmers et
+    al., 2022; Li et al., 2023; see :mod:`jadam.quantize`): Adam's state drops from 8 to
+    about 2.03 bytes per parameter (8 bits) or 1.06 (4 bits).
 
-    Each moment array of at least ``min_size`` elements is stored as uint8 codes and one
-    float32 scale per 256 elements; moments that are never negative (second moments,
-    accumulators) use the unsigned map, the others the signed one. Smaller arrays, moments
+    Each moment array of at least ``min_size`` elements is stored as codes and one float32
+    scale per block (256 elements for 8 bits, 128 for 4); moments that are never negative
+    (second moments, accumulators) use the unsigned map, the others the signed one, and a
+    positive value is never stored as zero. Smaller arrays, moments
     that are copies of the parameters (Schedule-Free's ``z``) and factored moments
     (Adafactor's) keep their dtype. Each step decodes the moments to float32, applies the
     optimizer's unchanged math, and encodes the result, all in plain ``jnp`` (CPU, GPU and
@@ -38,12 +39,22 @@ def quantized(tx: Any, *, min_size: int = quantize.MIN_SIZE) -> Any:
       >>> state = tx.init({"w": jnp.zeros((1024, 1024))})
       >>> state.mu["w"].dtype, state.mu["w"].shape  # 4,096 blocks of 256 codes and a scale
       (dtype('uint8'), (4096, 260))
+      >>> state = jadam.quantized(jadam.adam(1e-3), bits=4).init({"w": jnp.zeros((1024, 1024))})
+      >>> state.mu["w"].shape  # 8,192 blocks of 128 codes, two a byte, and a scale
+      (8192, 68)
 
     Args:
       tx: a jadam optimizer.
+      bits: 8 or 4 bits a code.
       min_size: moments with fewer elements stay unquantized.
+
+    Raises:
+      ValueError: if ``bits`` is not 8 or 4, or ``min_size`` not an integer >= 1.
     """
-    return checks.layout_option("jadam.quantized", tx, min_size, "quantize_min_size")
+    if isinstance(bits, bool) or not isinstance(bits, int) or bits not in quantize.FORMATS:
+        raise ValueError(f"jadam.quantized: bits must be 8 or 4, got {bits!r}")
+    return checks.layout_option("jadam.quantized", tx, min_size, "quantize_min_size",
+                                quantize_bits=int(bits))
 
 
 def quantizable(m: Moment, x: Any, min_size: int) -> bool:
@@ -52,28 +63,29 @@ def quantizable(m: Moment, x: Any, min_size: int) -> bool:
             and not jnp.iscomplexobj(x))
 
 
-def encode_tree(rule: Rule, i: int, tree: Any, min_size: int) -> Any:
+def encode_tree(rule: Rule, i: int, tree: Any, min_size: int, fmt: quantize.Format) -> Any:
     def leaf(path: Any, x: jax.Array) -> Any:
         m = rule.for_leaf(path, jnp.shape(x)).moments[i]
         # Blocks of a flattened array split over devices would straddle the shards; such a
         # leaf keeps its moments as they are, split like it (as packing leaves it unpacked).
         if not quantizable(m, x, min_size) or packing.is_split_across_devices(x):
             return x
-        return quantize.quantize(x, signed=not m.nonnegative)
+        return quantize.quantize(x, signed=not m.nonnegative, fmt=fmt)
     return jax.tree_util.tree_map_with_path(leaf, tree)
 
 
-def encode_packed(m: Moment, value: Packed, min_size: int) -> Packed:
+def encode_packed(m: Moment, value: Packed, min_size: int, fmt: quantize.Format) -> Packed:
     def one(x: Any) -> Any:
         if x is None or not quantizable(m, x, min_size):
             return x
-        return quantize.quantize(x, signed=not m.nonnegative)
+        return quantize.quantize(x, signed=not m.nonnegative, fmt=fmt)
     return Packed(tuple(one(b) for b in value.buffers), tuple(one(x) for x in value.leaves))
 
 
 def wrap(kernel: Kernel, *, chunkable: bool) -> Kernel:
-    """``kernel`` (one array's update, :func:`jadam.stages.leaf_update`) with the 8-bit moments
-    of its state decoded to float32 before it and encoded after it; as it is for a state with
+    """``kernel`` (one array's update, :func:`jadam.stages.leaf_update`) with the quantized
+    moments of its state decoded to float32 before it and encoded after it, each in the format
+    it was stored in; as it is for a state with
     none. ``chunkable``: the kernel on a chunk of whole blocks gives that chunk of its result on
     the whole array (an elementwise rule, no cautious mask), so a large array may run in
     chunks (:func:`_chunked`)."""
@@ -91,14 +103,16 @@ def wrap(kernel: Kernel, *, chunkable: bool) -> Kernel:
         decoded = {k: quantize.dequantize(v, shape, signed=coded[k]) if k in coded else v
                    for k, v in state.items()}
         u, new = kernel(rule, g=g, state=decoded, **kwargs)
-        return u, {k: quantize.quantize(v, signed=coded[k], previous=decoded[k]) if k in coded
+        return u, {k: quantize.quantize(v, signed=coded[k], previous=decoded[k],
+                                        fmt=quantize.format_of(state[k])) if k in coded
                    else v for k, v in new.items()}
 
     return coded_kernel
 
 
-#: Elements per chunk of a large 8-bit leaf's update on CPU: 1,024 blocks, 1 MB per float32
-#: array (on one 10M leaf, 64 to 4,096 blocks all beat the whole array; 1,024 was fastest).
+#: Elements per chunk of a large quantized leaf's update on CPU: 1 MB per float32 array, 1,024
+#: blocks of 8 bits (on one 10M leaf, 64 to 4,096 blocks all beat the whole array; 1,024 was
+#: fastest), 2,048 of 4 bits.
 CHUNK = 1024 * quantize.BLOCK
 
 
@@ -119,7 +133,9 @@ def _chunked(
     stay in cache. The same arithmetic on the same blocks: there 1.8x faster, and bit for bit
     the same results on a CPU without FMA (``tests/test_quantize.py``)."""
     shape, n = jnp.shape(g), g.size
-    blocks_per = CHUNK // quantize.BLOCK
+    fmt = quantize.format_of(state[next(iter(coded))])
+    assert all(quantize.format_of(state[k]) == fmt for k in coded)
+    blocks_per = CHUNK // fmt.block
     chunks = n // CHUNK
     flat = {k: jnp.ravel(v) for k, v in state.items() if k not in coded}
 
@@ -136,7 +152,7 @@ def _chunked(
         out = {}
         for k, v in codes.items():
             if k in coded:
-                q = quantize.quantize(new[k], signed=coded[k], previous=st[k])
+                q = quantize.quantize(new[k], signed=coded[k], previous=st[k], fmt=fmt)
                 out[k] = lax.dynamic_update_slice_in_dim(v, q, q_start, 0)
             else:
                 out[k] = lax.dynamic_update_slice_in_dim(v, new[k], start, 0)
