@@ -219,6 +219,17 @@ def quantize(
     return jnp.concatenate([codes, jax.lax.bitcast_convert_type(scales, jnp.uint8)], axis=1)
 
 
+def zeros(shape: tuple[int, ...], *, signed: bool, fmt: Format = EIGHT) -> jax.Array:
+    """``quantize(jnp.zeros(shape), ...)``, written out rather than computed: the code of
+    zero in every place and scales of 0. (Under ``jit``, XLA would fold the encoding of a
+    constant at compile time, seconds for a large moment.)"""
+    zero = (2 ** _bits(True, fmt) - 1) if signed else 0
+    code_byte = zero | (zero << 4) if fmt.bits == 4 else zero
+    blocks, row = stored_shape(shape, fmt)
+    codes = jnp.full((blocks, row - 4), code_byte, jnp.uint8)
+    return jnp.concatenate([codes, jnp.zeros((blocks, 4), jnp.uint8)], axis=1)
+
+
 def _of_root(signed: bool, fmt: Format) -> bool:
     """Whether the codes are of the square root of the moment: 4-bit unsigned ones."""
     return fmt.bits == 4 and not signed

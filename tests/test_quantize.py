@@ -63,6 +63,16 @@ FORMATS = {"8bit": quantize.EIGHT, "4bit": quantize.FOUR}
 
 @pytest.mark.parametrize("fmt", FORMATS.values(), ids=FORMATS.keys())
 @pytest.mark.parametrize("signed", [True, False])
+def test_zeros_written_out_are_zeros_encoded(signed: bool, fmt: quantize.Format) -> None:
+    """init writes the quantized zeros out (XLA would constant-fold their encoding under
+    jit, seconds for a large moment): the same bytes as encoding them."""
+    for shape in [(1000,), (3, 128), (4096,)]:
+        want = quantize.quantize(jnp.zeros(shape), signed=signed, fmt=fmt)
+        np.testing.assert_array_equal(quantize.zeros(shape, signed=signed, fmt=fmt), want)
+
+
+@pytest.mark.parametrize("fmt", FORMATS.values(), ids=FORMATS.keys())
+@pytest.mark.parametrize("signed", [True, False])
 def test_round_trip_picks_the_nearest_code(signed: bool, fmt: quantize.Format) -> None:
     rng = np.random.default_rng(0)
     # Values over many decades, one block all zeros, a length that is not whole blocks.

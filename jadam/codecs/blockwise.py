@@ -70,15 +70,23 @@ def encode_tree(rule: Rule, i: int, tree: Any, min_size: int, fmt: quantize.Form
         # leaf keeps its moments as they are, split like it (as packing leaves it unpacked).
         if not quantizable(m, x, min_size) or packing.is_split_across_devices(x):
             return x
-        return quantize.quantize(x, signed=not m.nonnegative, fmt=fmt)
+        return _encode_initial(m, x, fmt)
     return jax.tree_util.tree_map_with_path(leaf, tree)
+
+
+def _encode_initial(m: Moment, x: jax.Array, fmt: quantize.Format) -> jax.Array:
+    """A moment's initial value ``x``, quantized: zeros as such (the usual case), without
+    an encoding for XLA to fold at compile time."""
+    if isinstance(m.init, int | float) and m.init == 0:
+        return quantize.zeros(jnp.shape(x), signed=not m.nonnegative, fmt=fmt)
+    return quantize.quantize(x, signed=not m.nonnegative, fmt=fmt)
 
 
 def encode_packed(m: Moment, value: Packed, min_size: int, fmt: quantize.Format) -> Packed:
     def one(x: Any) -> Any:
         if x is None or not quantizable(m, x, min_size):
             return x
-        return quantize.quantize(x, signed=not m.nonnegative, fmt=fmt)
+        return _encode_initial(m, x, fmt)
     return Packed(tuple(one(b) for b in value.buffers), tuple(one(x) for x in value.leaves))
 
 
