@@ -25,6 +25,7 @@ Contenders (where they apply):
                                  model), so the update and apply are one loop over one buffer.
   jadam.quantized(adam)          8-bit block-wise moments (jadam.quantized), where a leaf
                                  has at least 4,096 elements.
+  jadam.quantized(adam, bits=4)  the same with 4-bit moments.
   jadam.one_pass(adam)           with --fuse (XLA:CPU multi-output fusion for the whole
                                  process, every contender): the update from the old moments.
   torch Adam foreach / fused     torch.optim.Adam(foreach=True) and (fused=True).
@@ -185,6 +186,8 @@ def update_contenders(params: Any, grads: Any) -> list:
            tx_contender("jadam.adam", jadam.adam(1e-3))]
     if any(x.size >= jadam.quantize.MIN_SIZE for x in jax.tree.leaves(params)):
         out.append(tx_contender("jadam.quantized(adam)", jadam.quantized(jadam.adam(1e-3))))
+        out.append(tx_contender("jadam.quantized(adam, bits=4)",
+                                jadam.quantized(jadam.adam(1e-3), bits=4)))
     if _fuses():
         out.append(tx_contender("jadam.one_pass(adam)", jadam.one_pass(jadam.adam(1e-3))))
     if n_leaves > 1:
@@ -267,6 +270,7 @@ def step_contenders(params: Any, loss: Callable[..., jax.Array], batch: tuple) -
             build_tx("jadam.adam", jadam.adam(1e-3)),
             build_tx("jadam.packed(adam)", jadam.packed(jadam.adam(1e-3))),
             build_tx("jadam.quantized(adam)", jadam.quantized(jadam.adam(1e-3))),
+            build_tx("jadam.quantized(adam, bits=4)", jadam.quantized(jadam.adam(1e-3), bits=4)),
             named("jadam.adam, packed params", build_packed_params)]
 
 
@@ -373,6 +377,7 @@ CASES = [
     _update_case("update: 1 leaf of 50M", [(50_000_000,)], 3),
     _update_case("update: 1M in 1,000 leaves", _cycle(_K1, 1000), 10),
     _update_case("update: 1M in 10,000 leaves", _cycle(_K01, 10_000), 3),
+    _update_case("update: 48 leaves of 4,096", [(4096,)] * 48, 20),
     _update_case("update: MNIST CNN tree", lambda: cnn_params(28), 20),
     _update_case("update: transformer 40M, 195 leaves", transformer_shapes(), 3),
     _step_case("step: residual MLP, 1,000 leaves", residual_mlp, 5),

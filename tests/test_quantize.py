@@ -301,7 +301,7 @@ _CHUNKED = textwrap.dedent("""
             results.append([np.asarray(x).reshape(-1).view(np.uint8)
                             for x in jax.tree.leaves((p, s))])
         report[f"{case.id}/{bits}"] = {
-            "chunked": elementwise and coded, "loops": loops,
+            "chunked": elementwise and coded and bits == 8, "loops": loops,
             "bytes": sum(int(np.sum(a != b)) for a, b in zip(*results, strict=True))}
     print(json.dumps(report))
 """)
@@ -309,7 +309,8 @@ _CHUNKED = textwrap.dedent("""
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the ISA cap is an XLA:CPU flag")
 def test_chunked_update_is_the_whole_array_update_bit_for_bit() -> None:
-    """Every optimizer (one case per constructor), 8 and 4 bits, three jitted steps: parameters,
+    """Every optimizer (one case per constructor), 8 and 4 bits (4 bits are never chunked: the
+    loop measured slower there), three jitted steps: parameters,
     codes and scales equal the whole-array update's byte for byte; the elementwise ones with
     8-bit moments (those that pack) loop over chunks, the others do not."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_cpu_max_isa=AVX"}
@@ -321,7 +322,7 @@ def test_chunked_update_is_the_whole_array_update_bit_for_bit() -> None:
     assert {k: r["bytes"] for k, r in report.items() if r["bytes"]} == {}
     assert {k: r["loops"] for k, r in report.items()
             if r["loops"] != [r["chunked"], False]} == {}
-    assert sum(r["chunked"] for r in report.values()) >= 30
+    assert sum(r["chunked"] for r in report.values()) >= 15
 
 
 @pytest.mark.parametrize("bits", [8, 4])
