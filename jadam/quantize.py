@@ -243,12 +243,15 @@ def _blocks(x: jax.Array, fmt: Format) -> jax.Array:
     return flat.reshape(blocks, fmt.block)
 
 
+#: The formats by the row length that names them.
+BY_ROW = {fmt.row: fmt for fmt in FORMATS.values()}
+
+
 def format_of(q: jax.Array) -> Format:
     """The format of a quantized moment, from its row length."""
-    for fmt in FORMATS.values():
-        if q.shape[-1] == fmt.row:
-            return fmt
-    raise ValueError(f"not a quantized moment: rows of {q.shape[-1]} bytes")
+    if q.shape[-1] not in BY_ROW:
+        raise ValueError(f"not a quantized moment: rows of {q.shape[-1]} bytes")
+    return BY_ROW[q.shape[-1]]
 
 
 def split(q: jax.Array) -> tuple[jax.Array, jax.Array]:
