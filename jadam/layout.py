@@ -231,22 +231,22 @@ def per_leaf(
 
         # 3. Each array through the kernel: the leaves one by one, packed buffers as wholes.
         leaf_update = kernel(step_scalars)
-        new_updates: list[Any] = []
-        new_moments: dict[str, list[Any]] = {m.name: [] for m in rule.moments}
+        new_updates: list[Any] = [None] * len(grads)  # a packed leaf's from its buffer below
+        new_moments: dict[str, list[Any]] = {m.name: [None] * len(grads) for m in rule.moments}
+        leaves: list[blockwise.Leaf] = []
         for i, (path, g, p) in enumerate(zip(paths, grads, flat_params, strict=True)):
-            state_i = {name: leaves[i] for name, leaves in moments.items()}
+            state_i = {name: leaves_[i] for name, leaves_ in moments.items()}
             leaf_rule = rule.for_leaf(path, jnp.shape(g))
             checks.check_leaf(fn, path, g, p, state_i, leaf_rule.moments)
-            if index is not None and index.plan.slots[i] is not None:
-                new_updates.append(None)  # filled from its buffer below
-                for name in new_moments:
-                    new_moments[name].append(None)
-                continue
-            u, new = leaf_update(leaf_rule, g=g, state=state_i, p=p,
-                                 decay=decay_leaf is not None and decay_leaf[i])
-            new_updates.append(u)
+            if index is None or index.plan.slots[i] is None:
+                leaves.append(blockwise.Leaf(i, leaf_rule, g, p, state_i,
+                                             decay_leaf is not None and decay_leaf[i]))
+        # Small quantized leaves alike in shape go through the kernel together (one kernel to
+        # compile for all of them), the others one by one.
+        for i, u, new in blockwise.update_leaves(leaf_update, leaves):
+            new_updates[i] = u
             for name, value in new.items():
-                new_moments[name].append(value)
+                new_moments[name][i] = value
 
         # 4. The new state, in the form init gave it.
         if index is None:

@@ -325,6 +325,71 @@ def test_chunked_update_is_the_whole_array_update_bit_for_bit() -> None:
     assert sum(r["chunked"] for r in report.values()) >= 15
 
 
+# Small quantized leaves alike in shape run as one vmapped kernel
+# (jadam.codecs.blockwise.update_leaves): the same arithmetic as one leaf at a time, checked
+# byte for byte with the instruction set capped below FMA, as above.
+_BATCHED = textwrap.dedent("""
+    import json, jax, jax.numpy as jnp, numpy as np, optax, jadam
+    from jadam.codecs import blockwise
+    from tests.optimizers import CASES
+
+    rng = np.random.default_rng(1)
+    def tree(rng):  # three alike leaves (3 blocks, the last padded), one other, one small
+        return {"a": jnp.asarray(rng.standard_normal((17, 40)), jnp.float32),
+                "b": jnp.asarray(rng.standard_normal((17, 40)), jnp.float32),
+                "c": jnp.asarray(rng.standard_normal((17, 40)), jnp.float32),
+                "d": jnp.asarray(rng.standard_normal(600), jnp.float32),
+                "e": jnp.asarray(rng.standard_normal((3, 5)), jnp.float32)}
+    params, grads = tree(rng), [tree(rng) for _ in range(3)]
+    alike = blockwise._alike
+    report = {}
+    for case, bits in [(c, 8) for c in {c.ctor: c for c in reversed(CASES)}.values()] + [
+            (c, 4) for c in CASES if c.id in ("adam", "adamw", "lion")]:  # one per constructor
+        tx = jadam.quantized(case.make(), bits=bits, min_size=256)
+        results, batched = [], []
+        for together in (True, False):
+            blockwise._alike = alike if together else (lambda leaf: None)  # read when traced
+            def step(p, s, g, tx=tx):
+                u, s = tx.update(g, s, p)
+                return optax.apply_updates(p, u), s
+            batched.append(str(jax.make_jaxpr(step)(params, tx.init(params), grads[0]))
+                           .count("clz"))
+            step = jax.jit(step)
+            p, s = params, tx.init(params)
+            for g in grads:
+                p, s = step(p, s, g)
+            results.append([np.asarray(x).reshape(-1).view(np.uint8)
+                            for x in jax.tree.leaves((p, s))])
+        report[f"{case.id}/{bits}"] = {
+            "clz": batched,
+            "bytes": sum(int(np.sum(a != b)) for a, b in zip(*results, strict=True))}
+    print(json.dumps(report))
+""")
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the ISA cap is an XLA:CPU flag")
+def test_alike_small_leaves_run_together_bit_for_bit() -> None:
+    """Every optimizer (one case per constructor) with 8 bits, three with 4 (the batching does
+    not look at the format), three jitted steps on a tree with three alike leaves: parameters,
+    codes and scales equal those of the leaf-by-leaf update byte for byte, and the program
+    decodes and encodes (``clz`` is in the decoder's arithmetic) for two leaves' shapes
+    instead of four leaves, wherever a moment is quantized."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_cpu_max_isa=AVX"}
+    out = subprocess.run([sys.executable, "-c", _BATCHED], env=env, capture_output=True,
+                         text=True, timeout=600, cwd=pathlib.Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(report) == len({case.ctor for case in CASES}) + 3
+    assert {k: r["bytes"] for k, r in report.items() if r["bytes"]} == {}
+    coded = {k for k, r in report.items() if r["clz"][1]}
+    assert len(coded) >= 20, report
+    per_path = {k for k in report if k.startswith("adam_mini")}  # a rule for each leaf
+    assert {k: r["clz"] for k, r in report.items()
+            if k in coded - per_path and not r["clz"][0] < 0.6 * r["clz"][1]} == {}
+    assert {k: r["clz"] for k, r in report.items() if k in per_path and
+            r["clz"][0] != r["clz"][1]} == {}
+
+
 @pytest.mark.parametrize("bits", [8, 4])
 def test_a_dead_unit_never_steps_more_than_a_few_learning_rates(bits: int) -> None:
     """A 4,096-element leaf (16 blocks): entry 0 always has gradient 1, entry 1 gets 1e-4 once

@@ -4,8 +4,9 @@ optimizer's unchanged rule and encoded after it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -183,3 +184,71 @@ def _chunked(
     update, out = carry
     return update.reshape(shape), {
         k: v if k in coded else v.reshape(shape) for k, v in out.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Leaf:
+    """One array's inputs to the kernel: its index in the tree, its rule, gradient, parameter
+    (or ``None``), state (moment name -> array) and whether weight decay applies to it."""
+
+    i: int
+    rule: Rule
+    g: jax.Array
+    p: jax.Array | None
+    state: dict[str, Any]
+    decay: bool
+
+
+def update_leaves(
+    kernel: Kernel, leaves: Sequence[Leaf]
+) -> Iterator[tuple[int, jax.Array, dict[str, Any]]]:
+    """``kernel`` on each leaf: ``(index, update, new state)``. Leaves with quantized moments
+    that are alike (:func:`_alike`: the same rule, shapes and dtypes) and small (the chunked
+    loop is for large ones) run as one kernel, ``jax.vmap``-ed over them stacked: each leaf's
+    decoder and encoder would otherwise be kernels of their own, and XLA's compile time grows
+    with the number of distinct kernels (48 leaves of 4,096 elements: 13 s to compile one by
+    one; ``bench/README.md``). The arithmetic is the same, element by element."""
+    groups: dict[Any, list[Leaf]] = {}
+    for leaf in leaves:
+        key = _alike(leaf)
+        if key is None:
+            yield leaf.i, *kernel(leaf.rule, g=leaf.g, state=leaf.state, p=leaf.p,
+                                  decay=leaf.decay)
+        else:
+            groups.setdefault(key, []).append(leaf)
+    for group in groups.values():
+        if len(group) == 1:
+            (leaf,) = group
+            yield leaf.i, *kernel(leaf.rule, g=leaf.g, state=leaf.state, p=leaf.p,
+                                  decay=leaf.decay)
+            continue
+        first = group[0]
+
+        def one(g: jax.Array, p: jax.Array | None, state: dict[str, Any],
+                first: Leaf = first) -> tuple[jax.Array, dict[str, Any]]:
+            return kernel(first.rule, g=g, state=state, p=p, decay=first.decay)
+
+        g = jnp.stack([leaf.g for leaf in group])
+        p = None if first.p is None else jnp.stack([cast(jax.Array, leaf.p) for leaf in group])
+        state = {k: jnp.stack([leaf.state[k] for leaf in group]) for k in first.state}
+        u, new = jax.vmap(one)(g, p, state)
+        # (Each leaf's slice of the results is still a kernel of its own, 3 per leaf for Adam:
+        # most of what is left of the compile time. Runtime indices did not help: XLA folds
+        # them back into constants inside each slice's kernel.)
+        for j, leaf in enumerate(group):
+            yield leaf.i, u[j], {k: v[j] for k, v in new.items()}
+
+
+def _alike(leaf: Leaf) -> Any:
+    """The key under which a leaf runs batched with others (see :func:`update_leaves`), or
+    ``None`` for a leaf that runs alone: one without quantized moments, a large one, a rule
+    that differs by path, or one of several devices (a stacked batch of arrays split over them
+    would move data between devices)."""
+    if (not any(quantize.is_quantized(v) for v in leaf.state.values())
+            or leaf.g.size >= 2 * CHUNK or leaf.rule.per_path or jax.device_count() > 1):
+        return None
+    spec = lambda x: None if x is None else (jnp.shape(x), jnp.result_type(x))  # noqa: E731
+    # (The rule by identity: a rule that is not per path is the same object for every leaf.)
+    return (id(leaf.rule), leaf.decay, spec(leaf.g), spec(leaf.p),
+            tuple((k, spec(v)) for k, v in sorted(leaf.state.items())))
+
