@@ -180,6 +180,59 @@ def test_quantized_state_runs_the_same_math(case, bits: int) -> None:
         params = optax.apply_updates(params, got)
 
 
+_TIES = textwrap.dedent("""
+    import json, jax, jax.numpy as jnp, numpy as np
+    from jadam import quantize
+    report = {}
+    for fmt in quantize.FORMATS.values():
+        for signed in (True, False):
+            table = quantize.dynamic_map(signed, fmt)
+            mags = np.unique(np.abs(table))
+            points = np.concatenate([mags, (mags[1:].astype(np.float64) + mags[:-1]) / 2])
+            bits = (np.float32(points).view(np.int32)[:, None] + np.arange(-20, 21)).ravel()
+            x = bits[(bits >= 0) & (bits <= np.float32(1).view(np.int32))].view(np.float32)
+            x = x[(x == 0) | (x >= np.finfo(np.float32).tiny)]  # (XLA:CPU flushes subnormals)
+            x = np.concatenate([x, -x]) if signed else x
+            got = np.asarray(jax.jit(lambda v: quantize._encode_unit(v, signed, fmt=fmt))(x))
+            # The reference: the float32 error to each value a code may take, the first (the
+            # smaller magnitude) of the smallest. Unsigned: code 0 is zero, which a positive
+            # value never takes. Signed: code h - 1 is zero, h + j magnitude j, h - 1 - j its
+            # negative (no negative of magnitude 0).
+            if not signed:
+                err = np.abs(table[None, :] - x[:, None])
+                err[:, 0] = np.where(x > 0, np.inf, err[:, 0])
+                want = np.argmin(err, axis=1)
+            else:
+                h = len(table) // 2
+                mag = table[h:]  # magnitude j at j
+                pos = np.concatenate([[np.float32(0)], mag])
+                neg = np.concatenate([[np.float32(0)], mag[1:]])
+                a = np.abs(x)
+                ip = np.argmin(np.abs(pos[None, :] - a[:, None]), axis=1)
+                ineg = np.argmin(np.abs(neg[None, :] - a[:, None]), axis=1)
+                want = np.where(x >= 0, np.where(ip == 0, h - 1, h + ip - 1),
+                                np.where(ineg == 0, h - 1, h - 1 - ineg))
+            report[f"{fmt.bits}/{signed}"] = [int(x.size), int(np.sum(got != want))]
+    print(json.dumps(report))
+""")
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the ISA cap is an XLA:CPU flag")
+def test_encoding_near_every_edge_is_the_nearest_code() -> None:
+    """Every value of each map and every point halfway between two, and 20 float32 steps
+    either side of each (both signs): the encoder's code is the table's nearest by float32
+    error, ties to the smaller magnitude, as a brute-force argmin over the table finds it.
+    With FMA off (``--xla_cpu_max_isa=AVX``): with it, LLVM may contract the error's
+    multiply-add, and at an exact tie the other code may win."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_cpu_max_isa=AVX"}
+    out = subprocess.run([sys.executable, "-c", _TIES], env=env, capture_output=True,
+                         text=True, timeout=600, cwd=pathlib.Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(report) == 4 and all(n > 2000 for n, _ in report.values())
+    assert {k: bad for k, (_, bad) in report.items() if bad} == {}
+
+
 @pytest.mark.parametrize(("bits", "per_moment"), [(8, 1 + 4 / 256), (4, 0.5 + 4 / 128)])
 def test_adam_state_bytes_per_parameter(bits: int, per_moment: float) -> None:
     """By construction: a code of ``bits`` and a float32 scale per block, for each moment;
