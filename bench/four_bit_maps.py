@@ -53,19 +53,29 @@ def round_trip(x: jax.Array, table: np.ndarray, power: float = 1.0) -> jax.Array
     return (jnp.sign(y) * jnp.abs(y) ** power).ravel()[:n].reshape(x.shape)
 
 
-def adam_step(p, m, v, g, t, lr, v_map):
+def four_bit(v_map):
+    """The moments' round trip: the first on the 4-bit dynamic map, the second on ``v_map``
+    (arrays of at least 4,096 elements; ``(None, _)``: none)."""
     table, power = v_map
+    if table is None:
+        return None
+    return (lambda m: round_trip(m, M_MAP), lambda v: round_trip(v, table, power))
+
+
+def adam_step(p, m, v, g, t, lr, codec):
+    """One Adam step; ``codec``, ``None`` or a pair of functions through which the new first
+    and second moments of arrays of at least 4,096 elements make a round trip."""
     m = jax.tree.map(lambda m, g: 0.9 * m + 0.1 * g, m, g)
     v = jax.tree.map(lambda v, g: 0.999 * v + 0.001 * g * g, v, g)
-    if table is not None:
-        m = jax.tree.map(lambda m: round_trip(m, M_MAP) if m.size >= 4096 else m, m)
-        v = jax.tree.map(lambda v: round_trip(v, table, power) if v.size >= 4096 else v, v)
+    if codec is not None:
+        m = jax.tree.map(lambda m: codec[0](m) if m.size >= 4096 else m, m)
+        v = jax.tree.map(lambda v: codec[1](v) if v.size >= 4096 else v, v)
     bc1, bc2 = 1 - 0.9**t, 1 - 0.999**t
     p = jax.tree.map(lambda p, m, v: p - lr * (m / bc1) / (jnp.sqrt(v / bc2) + 1e-8), p, m, v)
     return p, m, v
 
 
-def digits(v_map, seed: int) -> tuple[float, float]:
+def digits(codec, seed: int) -> tuple[float, float]:
     from sklearn.datasets import load_digits
     x, y = load_digits(return_X_y=True)
     order = np.random.default_rng(seed).permutation(len(x))
@@ -82,7 +92,7 @@ def digits(v_map, seed: int) -> tuple[float, float]:
 
     @jax.jit
     def step(p, m, v, t, xb, yb):
-        return adam_step(p, m, v, jax.grad(loss)(p, xb, yb), t, 3e-3, v_map)
+        return adam_step(p, m, v, jax.grad(loss)(p, xb, yb), t, 3e-3, codec)
 
     m = jax.tree.map(jnp.zeros_like, params)
     v = jax.tree.map(jnp.zeros_like, params)
@@ -93,7 +103,7 @@ def digits(v_map, seed: int) -> tuple[float, float]:
     return test_loss, float(np.mean(np.argmax(logits(params, x[1400:]), 1) == y[1400:]))
 
 
-def logistic(v_map) -> float:
+def logistic(codec) -> float:
     rng = np.random.default_rng(3)
     x = jnp.asarray(rng.standard_normal((2000, 4096)) / 64, jnp.float32)
     y = jnp.asarray(np.asarray(x) @ rng.standard_normal(4096) > 0, jnp.float32)
@@ -104,7 +114,7 @@ def logistic(v_map) -> float:
 
     @jax.jit
     def step(w, m, v, t):
-        return adam_step(w, m, v, jax.grad(loss)(w), t, 1e-2, v_map)
+        return adam_step(w, m, v, jax.grad(loss)(w), t, 1e-2, codec)
 
     w = m = v = jnp.zeros(4096)
     for t in range(1, 201):
@@ -117,9 +127,10 @@ def main() -> None:
     print("| second moment map | digits MLP test loss | accuracy % | logistic loss |")
     print("|---|---|---|---|")
     for name, v_map in maps.items():
-        runs = np.array([digits(v_map, seed) for seed in range(5)])
+        codec = four_bit(v_map)
+        runs = np.array([digits(codec, seed) for seed in range(5)])
         print(f"| {name} | {runs[:, 0].mean():.4f} | {100 * runs[:, 1].mean():.2f} | "
-              f"{logistic(v_map):.4f} |", flush=True)
+              f"{logistic(codec):.4f} |", flush=True)
 
 
 if __name__ == "__main__":
