@@ -229,7 +229,8 @@ def test_encoding_near_every_edge_is_the_nearest_code() -> None:
                          text=True, timeout=600, cwd=pathlib.Path(__file__).parents[1])
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
-    assert len(report) == 4 and all(n > 2000 for n, _ in report.values())
+    assert len(report) == 4
+    assert all(n > 2000 for n, _ in report.values())
     assert {k: bad for k, (_, bad) in report.items() if bad} == {}
 
 

@@ -43,9 +43,13 @@ SPLIT = ["model-rows", "model-cols", "data-model"]
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The subprocess's report, made once per test session: it takes about 100 s, and
     pytest-xdist workers share the parent of their temporary directories, so the first worker
-    to get here makes it and the others wait for its file."""
-    shared = tmp_path_factory.getbasetemp().parent
-    done, lock = shared / "sharding-report.json", shared / "sharding-report.lock"
+    to get here makes it and the others wait for its file. The files are named by the run
+    (xdist's id for it): that parent outlives runs, and a run without xdist once read a
+    report an older version of the code had left there."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    shared = tmp_path_factory.getbasetemp().parent if run else tmp_path_factory.getbasetemp()
+    name = f"sharding-report-{run or 'solo'}"
+    done, lock = shared / f"{name}.json", shared / f"{name}.lock"
     try:
         os.close(os.open(lock, os.O_CREAT | os.O_EXCL))
     except FileExistsError:
@@ -60,8 +64,8 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = subprocess.run([sys.executable, str(ROOT / "tests" / "sharded_updates.py")],
                          env=env, capture_output=True, text=True, timeout=1200)
     text = out.stdout.strip().splitlines()[-1] if out.returncode == 0 else "{}"
-    (shared / "sharding-report.partial").write_text(text)
-    (shared / "sharding-report.partial").rename(done)  # the others see it whole or not at all
+    (shared / f"{name}.partial").write_text(text)
+    (shared / f"{name}.partial").rename(done)  # the others see it whole or not at all
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(text)
 
