@@ -159,7 +159,8 @@ def _encode_unit(
     bits = _bits(signed, fmt)
     mag = jnp.abs(x)
     decades, top, zero_below = _thresholds(bits)
-    decade = sum((mag <= t).astype(jnp.int32) for t in decades)  # 0 to bits - 1
+    decade = sum(((mag <= t).astype(jnp.int32) for t in decades),
+                 jnp.zeros(jnp.shape(mag), jnp.int32))  # 0 to bits - 1
     fraction_bits = bits - 1 - decade
     intervals = jnp.left_shift(1, fraction_bits)
     count = intervals.astype(jnp.float32)
