@@ -195,3 +195,24 @@ def assert_trees_within_scale_ulps(a: Any, b: Any, ulps: float) -> None:
             y64 = y.astype(np.float64)
             tol = ulps * float(jnp.finfo(x.dtype).eps) * float(np.max(np.abs(y64)))
             np.testing.assert_allclose(x.astype(np.float64), y64, rtol=0, atol=tol)
+
+
+def train_step(tx: Any) -> Any:
+    """``step(params, state, grads) -> (params, state)``: ``tx``'s update, applied."""
+    def step(p: Any, s: Any, g: Any) -> tuple[Any, Any]:
+        u, s = tx.update(g, s, p)
+        return optax.apply_updates(p, u), s
+    return step
+
+
+def run_to_bytes(step: Any, tx: Any, params: Any, grads: list[Any]) -> list[np.ndarray]:
+    """The parameters and state after ``step`` on each of ``grads`` from ``tx.init``, each
+    leaf as its bytes (to count the bytes two runs differ in, :func:`bytes_apart`)."""
+    p, s = params, tx.init(params)
+    for g in grads:
+        p, s = step(p, s, g)
+    return [np.asarray(x).reshape(-1).view(np.uint8) for x in jax.tree.leaves((p, s))]
+
+
+def bytes_apart(a: list[np.ndarray], b: list[np.ndarray]) -> int:
+    return sum(int(np.sum(x != y)) for x, y in zip(a, b, strict=True))

@@ -323,6 +323,7 @@ def test_errors() -> None:
 _CHUNKED = textwrap.dedent("""
     import json, jax, jax.numpy as jnp, numpy as np, optax, jadam
     from jadam.codecs import blockwise
+    from tests.helpers import bytes_apart, run_to_bytes, train_step
     from tests.optimizers import CASES
 
     rng = np.random.default_rng(0)
@@ -343,20 +344,13 @@ _CHUNKED = textwrap.dedent("""
         results, loops = [], []
         for chunk in (4 * 256, 1 << 40):  # (8 blocks of 4 bits)
             blockwise.CHUNK = chunk  # read when the step is traced
-            def step(p, s, g, tx=tx):
-                u, s = tx.update(g, s, p)
-                return optax.apply_updates(p, u), s
-            step = jax.jit(step)
+            step = jax.jit(train_step(tx))
             loops.append(" while(" in step.lower(params, tx.init(params), grads[0])
                          .compile().as_text())
-            p, s = params, tx.init(params)
-            for g in grads:
-                p, s = step(p, s, g)
-            results.append([np.asarray(x).reshape(-1).view(np.uint8)
-                            for x in jax.tree.leaves((p, s))])
+            results.append(run_to_bytes(step, tx, params, grads))
         report[f"{case.id}/{bits}"] = {
             "chunked": elementwise and coded and bits == 8, "loops": loops,
-            "bytes": sum(int(np.sum(a != b)) for a, b in zip(*results, strict=True))}
+            "bytes": bytes_apart(*results)}
     print(json.dumps(report))
 """)
 
@@ -385,6 +379,7 @@ def test_chunked_update_is_the_whole_array_update_bit_for_bit() -> None:
 _BATCHED = textwrap.dedent("""
     import json, jax, jax.numpy as jnp, numpy as np, optax, jadam
     from jadam.codecs import blockwise
+    from tests.helpers import bytes_apart, run_to_bytes, train_step
     from tests.optimizers import CASES
 
     rng = np.random.default_rng(1)
@@ -403,20 +398,11 @@ _BATCHED = textwrap.dedent("""
         results, batched = [], []
         for together in (True, False):
             blockwise._alike = alike if together else (lambda leaf: None)  # read when traced
-            def step(p, s, g, tx=tx):
-                u, s = tx.update(g, s, p)
-                return optax.apply_updates(p, u), s
+            step = train_step(tx)
             batched.append(str(jax.make_jaxpr(step)(params, tx.init(params), grads[0]))
                            .count("clz"))
-            step = jax.jit(step)
-            p, s = params, tx.init(params)
-            for g in grads:
-                p, s = step(p, s, g)
-            results.append([np.asarray(x).reshape(-1).view(np.uint8)
-                            for x in jax.tree.leaves((p, s))])
-        report[f"{case.id}/{bits}"] = {
-            "clz": batched,
-            "bytes": sum(int(np.sum(a != b)) for a, b in zip(*results, strict=True))}
+            results.append(run_to_bytes(jax.jit(step), tx, params, grads))
+        report[f"{case.id}/{bits}"] = {"clz": batched, "bytes": bytes_apart(*results)}
     print(json.dumps(report))
 """)
 
