@@ -5,6 +5,8 @@ Optimizers are optax ``GradientTransformation`` s: ``state = tx.init(params)``, 
 ``optax.MultiSteps``, optax's clipping, schedules and masks, and ``flax.nnx.Optimizer``.
 """
 
+from typing import Any
+
 from jadam import checkpoint, quantize, tune
 from jadam.adabelief import ScaleByBeliefState, adabelief, scale_by_adabelief
 from jadam.adadelta import ScaleByAdadeltaState, adadelta, scale_by_adadelta
@@ -54,6 +56,7 @@ __all__ = [
     "OptimizerInfo",
     "PackIndex",
     "Packed",
+    "PackedModel",
     "PackedState",
     "ScaleByAdEMAMixState",
     "ScaleByAdadeltaState",
@@ -143,3 +146,11 @@ __all__ = [
     "unpack",
     "yogi",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # jadam.PackedModel needs flax, imported only when it is asked for.
+    if name == "PackedModel":
+        from jadam.packed_model import PackedModel
+        return PackedModel
+    raise AttributeError(f"module 'jadam' has no attribute {name!r}")
