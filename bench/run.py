@@ -292,6 +292,68 @@ def residual_mlp(layers: int = 500, width: int = 32, batch: int = 64) -> tuple:
     return params, loss, (x, y)
 
 
+def nnx_residual_mlp(layers: int = 500, width: int = 32, batch: int = 64) -> tuple:
+    """The residual MLP above as a ``flax.nnx`` module (1,000 leaves): ``(model, loss_fn,
+    batch)``, ``loss_fn(model, x, y)``."""
+    from flax import nnx
+
+    class ResidualMLP(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs) -> None:
+            init = nnx.initializers.normal(0.05)
+            self.layers = nnx.List([nnx.Linear(width, width, kernel_init=init, rngs=rngs)
+                                    for _ in range(layers)])
+
+        def __call__(self, h: jax.Array) -> jax.Array:
+            for layer in self.layers:
+                h = h + jnp.tanh(layer(h))
+            return h
+
+    def loss_fn(model: Any, x: jax.Array, y: jax.Array) -> jax.Array:
+        return jnp.mean((model(x) - y) ** 2)
+
+    x = jax.random.normal(jax.random.key(1), (batch, width))
+    y = jax.random.normal(jax.random.key(2), (batch, width))
+    return ResidualMLP(nnx.Rngs(0)), loss_fn, (x, y)
+
+
+def nnx_step_contenders(model: Any, loss_fn: Callable[..., jax.Array], batch: tuple) -> list:
+    """An NNX model's whole step, as flax users write it for speed (``nnx.split``, a jitted
+    step that merges) with optax.adam and jadam.adam; the packed-parameter step written by
+    hand (``jadam.pack``, a step differentiating the buffers); and ``jadam.PackedModel``."""
+    from flax import nnx
+
+    graphdef, params = nnx.split(model, nnx.Param)
+    params = nnx.as_pure(params)
+
+    def loss(p: Any, *batch: Any) -> jax.Array:
+        return loss_fn(nnx.merge(graphdef, p), *batch)
+
+    every = step_contenders(params, loss, batch)
+    # optax.adam, jadam.adam, and the packed-parameter step written by hand
+    plain = [b for b in every if b.contender in  # type: ignore[attr-defined]
+             ("optax.adam", "jadam.adam", "jadam.adam, packed params")]
+
+    def build_packed_model() -> Contender:
+        trainer = jadam.PackedModel(model, jadam.adam(1e-3))
+        start = time.perf_counter()
+        trainer.compile(loss_fn, *batch)
+        compile_s = time.perf_counter() - start
+
+        def run(burst: int) -> float:
+            jax.block_until_ready(trainer.state)
+            start = time.perf_counter()
+            for _ in range(burst):
+                trainer.step(loss_fn, *batch)
+            jax.block_until_ready(trainer.state)
+            return (time.perf_counter() - start) / burst
+
+        run(3)
+        return Contender("jadam.PackedModel(adam)", run, compile_s,
+                         _tree_bytes(trainer.opt_state))
+
+    return [*plain, named("jadam.PackedModel(adam)", build_packed_model)]
+
+
 def cnn_step(batch: int = 64, image: int = 28) -> tuple:
     from flax import nnx
 
@@ -367,6 +429,15 @@ def _step_case(name: str, make: Callable[[], tuple], steps: int = 5) -> Case:
     return Case(name, "step", build, steps)
 
 
+def _nnx_step_case(name: str, make: Callable[[], tuple], steps: int = 5) -> Case:
+    def build() -> tuple[int, list]:
+        model, loss_fn, batch = make()
+        from flax import nnx
+        n = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+        return n, nnx_step_contenders(model, loss_fn, batch)
+    return Case(name, "step", build, steps)
+
+
 # Leaf shapes of the many-leaf cases: a few shapes repeated, as layers of a network repeat.
 _K1 = [(32, 32), (32,), (40, 40), (40,), (64, 16), (16,), (1000,), (3264,)]  # 1,000 avg
 _K01 = [(10, 10), (100,), (5, 20), (20, 5), (98,), (102,)]  # 100 avg
@@ -381,6 +452,7 @@ CASES = [
     _update_case("update: MNIST CNN tree", lambda: cnn_params(28), 20),
     _update_case("update: transformer 40M, 195 leaves", transformer_shapes(), 3),
     _step_case("step: residual MLP, 1,000 leaves", residual_mlp, 5),
+    _nnx_step_case("step: NNX residual MLP, 1,000 leaves", nnx_residual_mlp, 5),
     _step_case("step: MNIST CNN 28x28, batch 64", cnn_step, 5),
     _step_case("step: small transformer", small_transformer, 5),
 ]

@@ -105,18 +105,31 @@ class PackedModel:
         ``loss_fn`` and batch shape, the parameters and optimizer state donated."""
         key = (loss_fn, has_aux)
         if key not in self._steps:
-            self._steps[key] = jax.jit(
-                functools.partial(_train_step, self.graphdef, self.wrt, self.tx, loss_fn,
-                                  has_aux),
-                donate_argnums=(0, 1, 2))
+            self._steps[key] = self._jitted(loss_fn, has_aux)
         self.packed, self.opt_state, self.rest, out = self._steps[key](
             self.packed, self.opt_state, self.rest, self.index, *batch)
         return out
 
+    def compile(self, loss_fn: Callable[..., Any], *batch: Any, has_aux: bool = False) -> None:
+        """Compiles the step for ``loss_fn`` and batches shaped like ``batch`` (arrays or
+        ``jax.ShapeDtypeStruct`` s, with their shardings) ahead of the first :meth:`step`."""
+        key = (loss_fn, has_aux)
+        self._steps[key] = self._jitted(loss_fn, has_aux).lower(
+            self.packed, self.opt_state, self.rest, self.index, *batch).compile()
+
+    def _jitted(self, loss_fn: Callable[..., Any], has_aux: bool) -> Any:
+        return jax.jit(functools.partial(_train_step, self.graphdef, self.wrt, self.tx, loss_fn,
+                                         has_aux), donate_argnums=(0, 1, 2))
+
     @property
     def params(self) -> nnx.State:
-        """The trained parameters, unpacked, as ``nnx.split(model, wrt)`` gives them."""
+        """The trained parameters, unpacked, as ``nnx.split(model, wrt)`` gives them.
+        Assigning a tree of that structure (restored from a checkpoint, say) packs it."""
         return _unpack(self.packed, self.index)
+
+    @params.setter
+    def params(self, tree: Any) -> None:
+        self.packed = _pack(self.index, tree)
 
     def model(self) -> nnx.Module:
         """A new NNX module with the trained parameters (and the other variables)."""
@@ -164,6 +177,11 @@ def _train_step(graphdef: Any, wrt: Any, tx: optax.GradientTransformation,
 @jax.jit
 def _unpack(packed: packing.Packed, index: packing.PackIndex) -> Any:
     return packing.unpack(packed, index)
+
+
+@jax.jit
+def _pack(index: packing.PackIndex, tree: Any) -> packing.Packed:
+    return packing.pack_leaves(index.plan, index.plan.treedef.flatten_up_to(tree))
 
 
 def _packed_mask(plan: packing.Plan, decayed: list[bool]) -> Any:

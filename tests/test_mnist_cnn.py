@@ -84,6 +84,38 @@ def test_state_layouts_train_alike(digits) -> None:
     assert abs(gap) <= 0.02, gap
 
 
+def test_packed_parameters_train_as_plain_ones_and_resume(digits,
+                                                          tmp_path: pathlib.Path) -> None:
+    """--packed (jadam.PackedModel): after 2 epochs the parameters are those of the plain
+    run to 1e-4 of each array's scale (the same math, compiled as another program: a bias's
+    gradient is summed in another order, see tests/test_packed_model.py); the optimizer state
+    is over the buffers; a run stopped after 1 epoch and resumed from its checkpoint ends
+    with the straight run's parameters, bit for bit."""
+    plain = mnist_cnn.train_and_evaluate(_config(epochs=2, train_size=640), digits,
+                                         log=lambda _: None)
+    packed = mnist_cnn.train_and_evaluate(_config(epochs=2, train_size=640, packed=True),
+                                          digits, log=lambda _: None)
+    for a, b in zip(jax.tree.leaves(packed["params"]), jax.tree.leaves(plain["params"]),
+                    strict=True):
+        scale = float(np.max(np.abs(np.asarray(b))))
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * scale)
+    trainer = mnist_cnn.Trainer(_config(packed=True), (8, 8, 1), 10)
+    assert len(trainer.packed_model.packed.buffers) == 1
+    assert isinstance(trainer.opt_state, jadam.ScaleByAdamState)
+    assert jax.tree.structure(trainer.opt_state.mu) == jax.tree.structure(
+        trainer.packed_model.packed)
+
+    ckpt = str(tmp_path / "ckpt")
+    mnist_cnn.train_and_evaluate(_config(epochs=1, train_size=640, packed=True,
+                                         checkpoint_dir=ckpt), digits, log=lambda _: None)
+    resumed = mnist_cnn.train_and_evaluate(
+        _config(epochs=2, train_size=640, packed=True, checkpoint_dir=ckpt, resume=True),
+        digits, log=lambda _: None)
+    for a, b in zip(jax.tree.leaves(resumed["params"]), jax.tree.leaves(packed["params"]),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_bfloat16_parameters_train_with_each_rounding(digits) -> None:
     """--param-dtype bfloat16: the parameters are bfloat16, the moments float32 (or 4-bit),
     and 3 epochs of the digits reach the float32 run's test accuracy within 3 points with
@@ -116,7 +148,7 @@ def test_help_documents_every_flag() -> None:
                          text=True, check=True, env=_env()).stdout
     for flag in ["--optimizer", "--learning-rate", "--epochs", "--batch-size", "--seed",
                  "--dataset", "--data-dir", "--checkpoint-dir", "--resume", "--plot", "--log",
-                 "--state", "--param-dtype", "--rounding",
+                 "--state", "--param-dtype", "--rounding", "--packed",
                  "--coordinator", "--num-processes", "--process-id"]:
         assert flag in out, flag
 

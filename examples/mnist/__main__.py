@@ -54,6 +54,10 @@ def parse_args(argv: list[str] | None = None) -> train.Config:
                         help="how the optimizer keeps its state: one array per parameter, "
                              "small ones packed (jadam.packed), 8-bit or 4-bit moments "
                              "(jadam.quantized), or packed and 8-bit")
+    parser.add_argument("--packed", action="store_true",
+                        help="train the parameters packed into a few flat buffers "
+                             "(jadam.PackedModel): one kernel for all small leaves; the "
+                             "optimizer must be elementwise")
     parser.add_argument("--param-dtype", default="float32",
                         choices=["float32", "bfloat16", "float16"],
                         help="the model's parameters and arithmetic (the optimizer's moments "

@@ -45,6 +45,7 @@ class Config:
     state: str = "plain"
     param_dtype: str = "float32"
     rounding: str = "nearest"
+    packed: bool = False
     epochs: int | None = None
     batch_size: int = 64
     seed: int = 0
@@ -141,6 +142,15 @@ def train_step(graphdef: Any, tx: optax.GradientTransformation, params: Any, opt
     return params, opt_state, loss, accuracy
 
 
+def loss_and_accuracy(model: nnx.Module, images: jax.Array,
+                      labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The loss and, as its aux, the batch's accuracy: :func:`train_step`'s, for
+    ``jadam.PackedModel.step`` (``--packed``)."""
+    logits = model(images).astype(jnp.float32)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return loss, jnp.mean(jnp.argmax(logits, -1) == labels)
+
+
 def train_steps(graphdef: Any, tx: optax.GradientTransformation, params: Any, opt_state: Any,
                 batches: Any, fetch: Callable[[Any], tuple[jax.Array, jax.Array]] | None = None,
                 ) -> tuple[Any, Any, jax.Array, jax.Array]:
@@ -200,15 +210,49 @@ class Trainer:
             tx = make_optimizer(config.optimizer, config.learning_rate, state=config.state,
                                 param_dtype=config.param_dtype, rounding=config.rounding)
         self.tx = tx
-        self.params = jax.tree.map(lambda x: self.place(x, self.replicated), params)
-        # Inside jit: with several processes, every array lives on devices of all of them.
-        self.opt_state = jax.jit(self.tx.init, out_shardings=self.replicated)(self.params)
-        self._train = jax.jit(
-            functools.partial(train_step, self.graphdef, self.tx),
-            donate_argnums=(0, 1), out_shardings=self.replicated,
-        )
+        self.packed_model: jadam.PackedModel | None = None
+        if config.packed:
+            # The parameters in a few flat buffers, the step differentiating them
+            # (jadam.PackedModel); params and opt_state below read and write through it.
+            self.packed_model = jadam.PackedModel(model, tx)
+            pm = self.packed_model
+            pm.state = jax.tree.map(lambda x: self.place(x, self.replicated), pm.state)
+            pm.index = jax.tree.map(lambda x: self.place(x, self.replicated), pm.index)
+            self._train = None
+        else:
+            self._params = jax.tree.map(lambda x: self.place(x, self.replicated), params)
+            # Inside jit: with several processes, every array lives on devices of all of them.
+            self._opt_state = jax.jit(self.tx.init, out_shardings=self.replicated)(self._params)
+            self._train = jax.jit(
+                functools.partial(train_step, self.graphdef, self.tx),
+                donate_argnums=(0, 1), out_shardings=self.replicated,
+            )
         self._eval = jax.jit(functools.partial(eval_step, self.graphdef),
                              out_shardings=self.replicated)
+
+    @property
+    def params(self) -> Any:
+        """The parameters, as ``nnx.split(model, nnx.Param)`` gives them (unpacked)."""
+        return self._params if self.packed_model is None else self.packed_model.params
+
+    @params.setter
+    def params(self, value: Any) -> None:
+        if self.packed_model is None:
+            self._params = value
+        else:
+            self.packed_model.params = value
+
+    @property
+    def opt_state(self) -> Any:
+        """The optimizer's state (over the packed buffers with ``--packed``)."""
+        return self._opt_state if self.packed_model is None else self.packed_model.opt_state
+
+    @opt_state.setter
+    def opt_state(self, value: Any) -> None:
+        if self.packed_model is None:
+            self._opt_state = value
+        else:
+            self.packed_model.opt_state = value
 
     @staticmethod
     def place(x: Any, sharding: NamedSharding) -> jax.Array:
@@ -226,13 +270,21 @@ class Trainer:
         b = self.config.batch_size
         images = jax.ShapeDtypeStruct((b, *image_shape), jnp.float32, sharding=self.batch_sharding)
         labels = jax.ShapeDtypeStruct((b,), jnp.int32, sharding=self.batch_sharding)
-        self._train = self._train.lower(self.params, self.opt_state, images, labels).compile()
+        if self.packed_model is not None:
+            self.packed_model.compile(loss_and_accuracy, images, labels, has_aux=True)
+        else:
+            self._train = self._train.lower(self.params, self.opt_state, images,
+                                            labels).compile()
         return time.perf_counter() - start
 
     def step(self, images: np.ndarray, labels: np.ndarray) -> tuple[jax.Array, jax.Array]:
         images_, labels_ = self.shard(images, labels)
-        self.params, self.opt_state, loss, accuracy = self._train(
-            self.params, self.opt_state, images_, labels_
+        if self.packed_model is not None:
+            loss, accuracy = self.packed_model.step(loss_and_accuracy, images_, labels_,
+                                                    has_aux=True)
+            return loss, accuracy
+        self._params, self._opt_state, loss, accuracy = self._train(
+            self._params, self._opt_state, images_, labels_
         )
         return loss, accuracy
 
@@ -240,6 +292,7 @@ class Trainer:
         """Mean loss and accuracy over a whole split, in batches of the training batch size."""
         b = self.config.batch_size
         total_loss, total_correct = 0.0, 0.0
+        params = self.params
         for start in range(0, len(labels), b):
             x, y = images[start:start + b], labels[start:start + b]
             weights = np.ones(len(y), np.float32)
@@ -248,7 +301,7 @@ class Trainer:
                 x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
                 y = np.concatenate([y, np.zeros(pad, y.dtype)])
                 weights = np.concatenate([weights, np.zeros(pad, np.float32)])
-            loss, correct = self._eval(self.params, *self.shard(x, y, weights))
+            loss, correct = self._eval(params, *self.shard(x, y, weights))
             total_loss += float(loss)
             total_correct += float(correct)
         return total_loss / len(labels), total_correct / len(labels)
@@ -375,7 +428,7 @@ def train_and_evaluate(config: Config, dataset: datasets.Dataset,
                 bar.set_postfix(loss=f"{last:.4f}",
                                 img_s=f"{(i + 1) * config.batch_size / elapsed:,.0f}")
                 bar.update(i + 1 - bar.n)
-        jax.block_until_ready(trainer.params)
+        jax.block_until_ready(trainer.opt_state)  # (the same step made the parameters)
         seconds = time.perf_counter() - start
         if bar is not None:
             bar.close()
