@@ -68,19 +68,26 @@ def _torch_timer(images, labels, batch_size, fused):
         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
         nn.Linear((h // 4) * (w // 4) * 64, 256), nn.ReLU(), nn.Linear(256, 10),
     )
+    from bench.run import torch_device, torch_sync
+
+    device = torch_device()
+    model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused, foreach=not fused)
-    x_all = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
-    y_all = torch.from_numpy(labels.astype(np.int64))
+    x_all = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
+    y_all = torch.from_numpy(labels.astype(np.int64)).to(device)
     rng = np.random.default_rng(0)
 
     def run(steps: int) -> float:
-        idx = [torch.from_numpy(rng.integers(0, len(labels), batch_size)) for _ in range(steps)]
+        idx = [torch.from_numpy(rng.integers(0, len(labels), batch_size)).to(device)
+               for _ in range(steps)]
+        torch_sync(device)
         start = time.perf_counter()
         for i in idx:
             opt.zero_grad(set_to_none=True)
             loss = nn.functional.cross_entropy(model(x_all[i]), y_all[i])
             loss.backward()
             opt.step()
+        torch_sync(device)
         return (time.perf_counter() - start) / steps
 
     run(5)
@@ -102,6 +109,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "mnist_cnn.json"))
     args = parser.parse_args()
 
     digits = data.load_digits()
@@ -156,7 +164,7 @@ def main() -> None:
         "backend": jax.default_backend(), "devices": jax.local_device_count(),
         "batch_size": args.batch_size, "rounds": args.rounds, "steps": args.steps,
     }
-    out = ROOT / "bench" / "results" / "mnist_cnn.json"
+    out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     names = [k for k in results[0]

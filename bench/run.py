@@ -201,24 +201,42 @@ def _fuses() -> bool:
     return "xla_cpu_use_multi_output_fusion" in os.environ.get("XLA_FLAGS", "")
 
 
+def torch_device() -> str:
+    """Where torch runs beside JAX: on the GPU when JAX runs on one and torch sees it
+    (torch's CUDA build), else on the CPU."""
+    import torch
+    return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+
+
+def torch_sync(device: str) -> None:
+    """Waits for torch's queued work on ``device`` (its GPU calls return before they run)."""
+    if device == "cuda":
+        import torch
+        torch.cuda.synchronize()
+
+
 def torch_contenders(params: Any, grads: Any) -> list:
     try:
         import torch
     except ImportError:
         return []
 
+    device = torch_device()
+
     def build(fused: bool) -> Contender:
         torch.manual_seed(0)
-        ps = [torch.nn.Parameter(torch.from_numpy(np.array(x, np.float32)))
+        ps = [torch.nn.Parameter(torch.from_numpy(np.array(x, np.float32)).to(device))
               for x in jax.tree.leaves(params)]
         for p, g in zip(ps, jax.tree.leaves(grads), strict=True):
-            p.grad = torch.from_numpy(np.array(g, np.float32))
+            p.grad = torch.from_numpy(np.array(g, np.float32)).to(device)
         opt = torch.optim.Adam(ps, lr=1e-3, fused=fused, foreach=not fused)
 
         def run(burst: int) -> float:
+            torch_sync(device)
             start = time.perf_counter()
             for _ in range(burst):
                 opt.step()
+            torch_sync(device)
             return (time.perf_counter() - start) / burst
 
         run(3)

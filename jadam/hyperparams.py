@@ -266,6 +266,10 @@ def float_dtype(fn: str, name: str, value: Any) -> np.dtype | None:
     :func:`jadam.dtypes.moment_dtype`)."""
     if value is None:
         return None
+    if isinstance(value, (jax.Array, np.ndarray)):
+        # optax.inject_hyperparams takes a dtype given as a scalar type (jnp.float32) for a
+        # schedule and passes its value at the count: an array of that dtype.
+        return float_dtype(fn, name, value.dtype)
     try:
         dtype = jnp.dtype(value)
     except TypeError as e:
