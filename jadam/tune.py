@@ -27,12 +27,14 @@ sweep is the configuration you would train alone.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import itertools
 import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +44,54 @@ import optax
 #: The training function a sweep runs: hyperparameters (float32 scalars, traced) and a seed
 #: (an int32 scalar, traced) in, a pytree of arrays out.
 TrainFn = Callable[[dict[str, jax.Array], jax.Array], Any]
+
+
+class Trainable(NamedTuple):
+    """A training run that can stop and go on: what :func:`successive_halving` needs, and what
+    :func:`sweep` and :func:`compare` also accept (with ``steps=``).
+
+    Attributes:
+      start: ``start(config, seed) -> carry``: the run before its first step (parameters,
+        optimizer state, whatever else it carries, such as its step count for the data), a
+        pytree of arrays. ``config`` is what the caller trains: a dict of traced float32
+        hyperparameters for :func:`sweep` and :func:`successive_halving`, an optax
+        transformation for :func:`compare`; ``seed`` a traced int32.
+      advance: ``advance(config, carry, steps) -> (carry, metrics)``: ``steps`` (a Python
+        int) more steps from ``carry``. ``metrics`` is a dict of arrays: curves with a leading
+        axis of ``steps`` (recorded step by step) and scalars (the value at the end, such as a
+        validation loss to rank by). Running ``advance`` for ``a`` steps and then ``b`` must
+        be running it for ``a + b``: the carry holds everything the next step depends on.
+    """
+
+    start: Callable[[Any, jax.Array], Any]
+    advance: Callable[[Any, Any, int], tuple[Any, Mapping[str, jax.Array]]]
+
+
+def as_train_fn(trainable: Trainable, steps: int) -> Callable[[Any, jax.Array], Any]:
+    """A :class:`Trainable` as a whole run of ``steps`` steps: ``train_fn(config, seed)``
+    returning its metrics, for :func:`sweep` and :func:`compare`."""
+    steps = _positive_int("as_train_fn", "steps", steps)
+
+    def train_fn(config: Any, seed: jax.Array) -> Any:
+        return trainable.advance(config, trainable.start(config, seed), steps)[1]
+
+    return train_fn
+
+
+def _train_fn(fn: str, train_fn: Any, steps: int | None) -> Any:
+    if isinstance(train_fn, Trainable):
+        if steps is None:
+            raise ValueError(f"jadam.tune.{fn}: a Trainable needs steps=")
+        return as_train_fn(train_fn, steps)
+    if steps is not None:
+        raise ValueError(f"jadam.tune.{fn}: steps= is for a Trainable; train_fn runs whole")
+    return train_fn
+
+
+def _positive_int(fn: str, name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"jadam.tune.{fn}: {name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def default_vectorize(num_points: int, backend: str | None = None) -> int:
@@ -73,6 +123,7 @@ def sweep(
     *,
     seeds: Sequence[int] = (0,),
     vectorize: int | None = None,
+    steps: int | None = None,
 ) -> dict[str, Any]:
     """Trains every point of a hyperparameter grid, for every seed, as ONE compiled program.
 
@@ -92,12 +143,14 @@ def sweep(
         (``tests/test_tune.py`` checks it), the MNIST example's CNN on the digits after 110
         steps within 7.7e-4 (training losses) and 2.0e-4 (test loss), with the same test
         accuracy.
+      steps: with a :class:`Trainable` for ``train_fn``, how many steps each run trains.
 
     Returns:
       ``{"coords": {name: [value per run]}, "seed": [seed per run], "results": pytree with a
       leading axis of runs (NumPy arrays), "vectorize": int, "seconds": wall time including
       compilation}``. Runs are ordered grid point by grid point, seeds fastest.
     """
+    train_fn = _train_fn("sweep", train_fn, steps)
     if not callable(train_fn):
         raise TypeError("jadam.tune.sweep: train_fn must be a function (hyperparameters, seed)")
     seeds = [int(s) for s in seeds]
@@ -133,6 +186,216 @@ def sweep(
         "vectorize": width,
         "seconds": seconds,
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class Uniform:
+    """Values drawn uniformly from ``[low, high]`` (see :func:`uniform`)."""
+
+    low: float
+    high: float
+
+    def sample(self, rng: np.random.Generator, n: int) -> list[float]:
+        return [float(x) for x in rng.uniform(self.low, self.high, n)]
+
+
+@dataclasses.dataclass(frozen=True)
+class LogUniform:
+    """Values whose logarithm is uniform on ``[log low, log high]`` (see :func:`log_uniform`)."""
+
+    low: float
+    high: float
+
+    def sample(self, rng: np.random.Generator, n: int) -> list[float]:
+        return [float(x) for x in np.exp(rng.uniform(np.log(self.low), np.log(self.high), n))]
+
+
+def uniform(low: float, high: float) -> Uniform:
+    """A search-space range sampled uniformly (a momentum, a warmup fraction)."""
+    low, high = float(low), float(high)
+    if not low < high:
+        raise ValueError(f"jadam.tune.uniform: low must be below high, got {low}, {high}")
+    return Uniform(low, high)
+
+
+def log_uniform(low: float, high: float) -> LogUniform:
+    """A search-space range sampled log-uniformly (a learning rate, a weight decay): each
+    factor of 10 between ``low`` and ``high`` gets the same share of samples."""
+    low, high = float(low), float(high)
+    if not 0 < low < high:
+        raise ValueError(
+            f"jadam.tune.log_uniform: need 0 < low < high, got {low}, {high}")
+    return LogUniform(low, high)
+
+
+#: A search space: per hyperparameter, a list of values (a grid axis) or a range.
+Space = Mapping[str, "Sequence[float] | Uniform | LogUniform"]
+
+
+def sample_space(space: Space, num_configs: int | None = None, *,
+                 seed: int = 0) -> dict[str, list[float]]:
+    """Configurations from a search space, one list of values per hyperparameter.
+
+    Without ranges and with ``num_configs`` ``None``, the whole grid (:func:`grid_points`).
+    Otherwise ``num_configs`` random configurations (Bergstra & Bengio, 2012): each range
+    sampled, each list's values drawn uniformly, independently per hyperparameter, from a
+    generator seeded with ``seed`` (the same seed, the same configurations)."""
+    ranges = {n: v for n, v in space.items() if isinstance(v, (Uniform, LogUniform))}
+    if num_configs is None:
+        if ranges:
+            raise ValueError("jadam.tune: a space with ranges needs num_configs")
+        return grid_points(cast(Mapping[str, Sequence[float]], space))
+    n = _positive_int("sample_space", "num_configs", num_configs)
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[float]] = {}
+    for name, values in space.items():  # in the space's order, so the stream is fixed
+        if isinstance(values, (Uniform, LogUniform)):
+            out[name] = values.sample(rng, n)
+        else:
+            if len(values) == 0:
+                raise ValueError(f"jadam.tune: the space gives no values for {name!r}")
+            out[name] = [float(values[i]) for i in rng.integers(0, len(values), n)]
+    return out
+
+
+def rung_schedule(num_configs: int, max_steps: int, eta: int = 3) -> list[tuple[int, int]]:
+    """Successive halving's rungs: ``(configurations, steps trained by the end of the rung)``
+    for each rung. Each rung keeps the best ``1/eta`` of the last and trains them ``eta``
+    times as far; the last rung trains what is left to ``max_steps``."""
+    rungs = 0
+    while num_configs // eta ** (rungs + 1) >= 1:
+        rungs += 1
+    return [(num_configs // eta ** k, max(1, round(max_steps / eta ** (rungs - k))))
+            for k in range(rungs + 1)]
+
+
+def successive_halving(
+    trainable: Trainable,
+    space: Space,
+    *,
+    max_steps: int,
+    eta: int = 3,
+    num_configs: int | None = None,
+    seed: int = 0,
+    metric: str = "loss",
+    mode: str = "min",
+    vectorize: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Successive halving (Jamieson & Talwalkar, 2016; the inner loop of Li et al.'s
+    Hyperband, 2018) inside compiled JAX: every configuration trains a short while, the best
+    ``1/eta`` go on ``eta`` times as far *from where they stopped*, and so on until one has
+    trained ``max_steps``.
+
+    Each rung is one compiled call over its surviving configurations (``jax.lax.map``, side by
+    side under ``vmap`` as in :func:`sweep`), continuing each from its own carry (parameters,
+    optimizer state): a configuration that reaches the end has trained exactly as it would
+    have alone. Rungs of the same size and length share a compilation; there is at most one
+    per rung. The configurations come from :func:`sample_space` (the whole grid, or
+    ``num_configs`` random ones from ``seed``).
+
+    Args:
+      trainable: the run to tune, its config a dict of traced float32 hyperparameters.
+      space: name -> list of values or :func:`uniform` / :func:`log_uniform` range.
+      max_steps: the steps the last survivor trains.
+      eta: the reduction factor, >= 2.
+      num_configs: how many configurations to sample (``None``: the whole grid).
+      seed: seeds the sampling and is every run's training seed.
+      metric: the scalar in ``advance``'s metrics to rank by, its value at the end of a rung
+        (NaN ranks last).
+      mode: ``"min"`` or ``"max"``.
+      vectorize: runs side by side, as in :func:`sweep`.
+      progress: called with a line after each rung.
+
+    Returns:
+      ``{"coords": {name: [value per configuration]}, "rungs": [{"configs": [indices],
+      "steps": steps trained by its end, "metric": [values]}], "curves": {name: array
+      (configurations, max_steps), NaN after where each stopped}, "stopped_at": [steps per
+      configuration], "best": {"index", "coords", "metric"}, "steps": steps trained in all,
+      "compilations": int, "seconds": wall time including compilation}``.
+    """
+    fn = "successive_halving"
+    max_steps = _positive_int(fn, "max_steps", max_steps)
+    eta = _positive_int(fn, "eta", eta)
+    if eta < 2:
+        raise ValueError(f"jadam.tune.{fn}: eta must be >= 2, got {eta}")
+    if mode not in ("min", "max"):
+        raise ValueError(f"jadam.tune.{fn}: mode must be 'min' or 'max', got {mode!r}")
+    coords = sample_space(space, num_configs, seed=seed)
+    n = len(next(iter(coords.values()))) if coords else 1
+    schedule = rung_schedule(n, max_steps, eta)
+    width = default_vectorize(n) if vectorize is None else int(vectorize)
+    hp_all = {name: jnp.asarray(v, jnp.float32) for name, v in coords.items()}
+    start_time = time.perf_counter()
+
+    def batched(f: Callable[[Any], Any], size: int) -> Callable[[Any], Any]:
+        w = min(width, size)
+        return lambda xs: jax.lax.map(f, xs, batch_size=w if w > 1 else None)
+
+    @functools.partial(jax.jit, static_argnums=2)
+    def start_all(hp: dict[str, jax.Array], seeds: jax.Array, size: int) -> Any:
+        return batched(lambda a: trainable.start(*a), size)((hp, seeds))
+
+    @functools.partial(jax.jit, static_argnums=(2, 3), donate_argnums=1)
+    def advance_all(hp: dict[str, jax.Array], carry: Any, steps: int, size: int) -> Any:
+        return batched(lambda a: trainable.advance(a[0], a[1], steps), size)((hp, carry))
+
+    alive = np.arange(n)
+    carry = start_all(hp_all, jnp.full((n,), seed, jnp.int32), n)
+    curves: dict[str, np.ndarray] = {}
+    stopped_at = np.zeros(n, np.int64)
+    rungs: list[dict[str, Any]] = []
+    shapes: set[tuple[int, int]] = set()
+    done = 0
+    for k, (size, until) in enumerate(schedule):
+        steps = until - done
+        if k:  # the survivors of the last rung: its best `size`
+            order = _ranking(rungs[-1]["metric"], mode)[:size]
+            alive = alive[order]
+            carry = jax.tree.map(lambda x, order=order: x[jnp.asarray(order)], carry)
+        hp = {name: v[jnp.asarray(alive)] for name, v in hp_all.items()}
+        shapes.add((len(alive), steps))
+        carry, metrics = advance_all(hp, carry, steps, len(alive))
+        metrics = jax.tree.map(np.asarray, jax.device_get(metrics))
+        if metric not in metrics:
+            raise ValueError(f"jadam.tune.{fn}: advance returned no metric {metric!r}; it "
+                             f"returned {sorted(metrics)}")
+        values = np.asarray(metrics[metric], np.float64).reshape(len(alive), -1)[:, -1]
+        for name, x in metrics.items():
+            if x.ndim >= 2 and x.shape[1] == steps:  # a curve over this rung's steps
+                dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
+                out = curves.setdefault(
+                    name, np.full((n, max_steps, *x.shape[2:]), np.nan, dtype))
+                out[alive, done:until] = x
+        stopped_at[alive] = until
+        rungs.append({"configs": [int(i) for i in alive], "steps": until,
+                      "metric": [float(v) for v in values]})
+        done = until
+        if progress is not None:
+            progress(f"rung {k + 1}/{len(schedule)}: {len(alive)} configurations to step "
+                     f"{until}, best {metric} {values[_ranking(values, mode)[0]]:.4g}")
+    last = rungs[-1]
+    best_at = _ranking(last["metric"], mode)[0]
+    best = last["configs"][best_at]
+    return {
+        "coords": coords,
+        "rungs": rungs,
+        "curves": curves,
+        "stopped_at": [int(s) for s in stopped_at],
+        "best": {"index": best, "coords": {k: v[best] for k, v in coords.items()},
+                 "metric": last["metric"][best_at]},
+        "steps": int(sum(len(r["configs"]) * (r["steps"] - (rungs[i - 1]["steps"] if i else 0))
+                         for i, r in enumerate(rungs))),
+        "compilations": len(shapes),
+        "seconds": time.perf_counter() - start_time,
+    }
+
+
+def _ranking(values: Any, mode: str) -> np.ndarray:
+    """Indices from best to worst; NaN last, ties in order."""
+    v = np.asarray(values, np.float64)
+    key = np.where(np.isnan(v), np.inf, v if mode == "min" else -v)
+    return np.argsort(key, kind="stable")
 
 
 def lr_range_test(
@@ -279,6 +542,7 @@ def compare(
     target_loss: float | None = None,
     accuracy: str = "accuracy",
     progress: Callable[[str], None] | None = None,
+    steps: int | None = None,
 ) -> dict[str, Any]:
     """Trains the same model on the same data, seeds and batches with several optimizers.
 
@@ -292,6 +556,8 @@ def compare(
       target_loss: report the first step where the loss falls to this value.
       accuracy: the key of the accuracy curve, if ``train_fn`` returns one.
       progress: called with each label after its runs (a progress bar's hook).
+      steps: with a :class:`Trainable` for ``train_fn`` (its config the transformation), how
+        many steps each run trains.
 
     Returns:
       ``{label: {"curves": {key: array (seeds, steps)}, "final_loss": (mean, std),
@@ -300,6 +566,7 @@ def compare(
     """
     from jadam.registry import optimizers as registry
 
+    train_fn = _train_fn("compare", train_fn, steps)
     specs = ({name: {"name": name} for name in optimizers} if not isinstance(optimizers, Mapping)
              else {label: {"name": label, **dict(spec)} for label, spec in optimizers.items()})
     out = {}

@@ -214,3 +214,155 @@ def test_compare_curves_are_each_optimizer_trained_alone() -> None:
             if steps is not None:
                 assert curve[steps - 1] <= 0.3
                 assert np.all(curve[:steps - 1] > 0.3)
+
+
+# --- successive halving and search spaces --------------------------------------------------
+
+
+def _mlp_start(hp: dict, seed) -> dict:
+    params = _init(seed)
+    tx = jadam.adam(learning_rate=hp["learning_rate"], b1=hp["b1"])
+    return {"params": params, "state": tx.init(params), "t": jnp.zeros((), jnp.int32)}
+
+
+def _mlp_advance(hp: dict, carry: dict, steps: int) -> tuple[dict, dict]:
+    """The MLP of train(), its minibatches a function of the step count in the carry (so a
+    paused run sees the batches it would have seen), the loss over all data at the end."""
+    tx = jadam.adam(learning_rate=hp["learning_rate"], b1=hp["b1"])
+
+    def step(c, _):
+        i = jax.random.randint(jax.random.fold_in(jax.random.key(0), c["t"]), (16,), 0, 64)
+        loss, g = jax.value_and_grad(_mlp_loss)(c["params"], X[i], Y[i])
+        u, s = tx.update(g, c["state"], c["params"])
+        return {"params": optax.apply_updates(c["params"], u), "state": s,
+                "t": c["t"] + 1}, loss
+
+    carry, losses = jax.lax.scan(step, carry, length=steps)
+    return carry, {"losses": losses, "final": _mlp_loss(carry["params"], X, Y)}
+
+
+MLP = tune.Trainable(_mlp_start, _mlp_advance)
+SPACE = {"learning_rate": tune.log_uniform(1e-3, 3e-1), "b1": [0.0, 0.5, 0.9]}
+
+
+def test_rung_schedule() -> None:
+    assert tune.rung_schedule(27, 81) == [(27, 3), (9, 9), (3, 27), (1, 81)]
+    assert tune.rung_schedule(30, 100, eta=2)[0] == (30, 6)
+    assert tune.rung_schedule(30, 100, eta=2)[-1] == (1, 100)
+    assert tune.rung_schedule(2, 50) == [(2, 50)]  # too few to halve: all train to the end
+
+
+def test_halving_survivors_continue_as_if_never_paused() -> None:
+    """Every configuration's recorded curve, up to where it stopped, is the curve of the same
+    configuration trained straight (tune.sweep of the Trainable for max_steps): bit for bit
+    without FMA (tests/test_without_fma.py runs this test so), to 4 ulps of scale with it; the
+    survivor's final metric is the straight run's; the rungs are the schedule's, each
+    keeping the best of the last, at most one compilation each."""
+    result = tune.successive_halving(MLP, SPACE, max_steps=27, num_configs=9, seed=1,
+                                     metric="final", vectorize=1)
+    assert [(len(r["configs"]), r["steps"]) for r in result["rungs"]] == [(9, 3), (3, 9),
+                                                                          (1, 27)]
+    assert result["compilations"] == 3
+    assert result["steps"] == 9 * 3 + 3 * 6 + 1 * 18
+    for prev, rung in zip(result["rungs"], result["rungs"][1:], strict=False):
+        kept = sorted(range(len(prev["metric"])), key=lambda i: prev["metric"][i])
+        assert rung["configs"] == [prev["configs"][i] for i in kept[:len(rung["configs"])]]
+    for i in range(9):
+        one = tune.sweep(MLP, {k: [v[i]] for k, v in result["coords"].items()}, steps=27,
+                         seeds=(1,), vectorize=1)["results"]
+        stop = result["stopped_at"][i]
+        got, want = result["curves"]["losses"][i, :stop], one["losses"][0, :stop]
+        assert np.isnan(result["curves"]["losses"][i, stop:]).all()
+        if WITHOUT_FMA:
+            np.testing.assert_array_equal(got, want)
+        else:
+            assert_trees_within_scale_ulps(got, want, ulps=4)
+        if stop == 27:
+            np.testing.assert_allclose(result["best"]["metric"], one["final"][0], rtol=1e-6)
+
+
+def test_random_spaces_are_reproducible_from_their_seed() -> None:
+    a = tune.sample_space(SPACE, 200, seed=3)
+    assert a == tune.sample_space(SPACE, 200, seed=3)
+    assert a != tune.sample_space(SPACE, 200, seed=4)
+    lr = np.asarray(a["learning_rate"])
+    assert lr.min() >= 1e-3
+    assert lr.max() <= 3e-1
+    # log-uniform: each decade's share is its share of log(3e-1 / 1e-3) (+- 4 sigma of 200)
+    share = np.mean(lr < 1e-2)
+    expect = np.log(10) / np.log(300)
+    assert abs(share - expect) < 4 * np.sqrt(expect * (1 - expect) / 200), share
+    assert set(a["b1"]) == {0.0, 0.5, 0.9}
+    grid = tune.sample_space({"a": [1, 2], "b": [3, 4, 5]})
+    assert grid == tune.grid_points({"a": [1, 2], "b": [3, 4, 5]})
+    with pytest.raises(ValueError, match="num_configs"):
+        tune.sample_space(SPACE)
+    with pytest.raises(ValueError, match="low"):
+        tune.log_uniform(0.0, 1.0)
+    with pytest.raises(ValueError, match="low"):
+        tune.uniform(2.0, 1.0)
+
+
+def _gd_start(hp: dict, seed) -> dict:
+    return {"x": jnp.full((4,), 5.0)}
+
+
+def _gd_advance(hp: dict, carry: dict, steps: int) -> tuple[dict, dict]:
+    """Gradient descent on x^2: after t steps at rate r (r < 0.5), |x| = 5 |1 - 2r|^t, so the
+    loss at any step falls as r grows: the largest rate is best at every rung."""
+    tx = jadam.sgd(hp["learning_rate"])
+
+    def step(c, _):
+        x, s = c
+        u, s = tx.update(2 * x, s, x)
+        x = optax.apply_updates(x, u)
+        return (x, s), jnp.sum(x ** 2)
+
+    (x, _), losses = jax.lax.scan(step, (carry["x"], tx.init(carry["x"])), length=steps)
+    return {"x": x}, {"loss": losses[-1]}
+
+
+def test_halving_chooses_the_known_best() -> None:
+    """A problem whose ranking is known at every budget: the largest of 27 rates wins, for
+    11% of the grid's steps (3 x 81 against 27 x 81); with mode="max" the smallest."""
+    rates = list(np.linspace(0.01, 0.4, 27))
+    gd = tune.Trainable(_gd_start, _gd_advance)
+    result = tune.successive_halving(gd, {"learning_rate": rates}, max_steps=81)
+    assert result["best"]["coords"]["learning_rate"] == pytest.approx(0.4)
+    assert result["steps"] == 27 * 3 + 9 * 6 + 3 * 18 + 1 * 54
+    worst = tune.successive_halving(gd, {"learning_rate": rates}, max_steps=81, mode="max")
+    assert worst["best"]["coords"]["learning_rate"] == pytest.approx(0.01)
+
+
+def test_halving_and_trainables_refuse_bad_arguments() -> None:
+    gd = tune.Trainable(_gd_start, _gd_advance)
+    for kwargs, match in [({"eta": 1}, "eta"), ({"mode": "best"}, "mode"),
+                          ({"max_steps": 0}, "max_steps"), ({"metric": "acc"}, "no metric")]:
+        with pytest.raises(ValueError, match=match):
+            tune.successive_halving(gd, {"learning_rate": [0.1, 0.2, 0.3]},
+                                    **{"max_steps": 9, **kwargs})
+    with pytest.raises(ValueError, match="steps="):
+        tune.sweep(gd, {"learning_rate": [0.1]})
+    with pytest.raises(ValueError, match="steps="):
+        tune.sweep(train, GRID, steps=3)
+
+
+def test_compare_accepts_a_trainable() -> None:
+    """compare's config is the optimizer: the same Trainable protocol, start and advance
+    taking the transformation."""
+    def start(tx, seed):
+        x = jnp.full((3,), 2.0)
+        return {"x": x, "s": tx.init(x)}
+
+    def advance(tx, carry, steps):
+        def step(c, _):
+            u, s = tx.update(2 * c["x"], c["s"], c["x"])
+            x = optax.apply_updates(c["x"], u)
+            return {"x": x, "s": s}, jnp.sum(x ** 2)
+        carry, losses = jax.lax.scan(step, carry, length=steps)
+        return carry, {"loss": losses}
+
+    out = tune.compare(tune.Trainable(start, advance),
+                       {"adam": {}, "sgd": {"learning_rate": 0.1}}, steps=12)
+    assert out["adam"]["curves"]["loss"].shape == (1, 12)
+    assert out["sgd"]["final_loss"][0] < 12.0

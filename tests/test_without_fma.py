@@ -98,6 +98,7 @@ def test_bit_for_bit_the_plain_updates_without_fma() -> None:
 # Tests that assert equal bits where tests.helpers.WITHOUT_FMA holds, and a tolerance elsewhere.
 _EXACT_TESTS = [
     "tests/test_tune.py::test_sequential_sweep_is_the_solo_runs",
+    "tests/test_tune.py::test_halving_survivors_continue_as_if_never_paused",
     "tests/test_adam.py::test_any_fixed_hyperparameters_equal_traced_ones",
     "tests/test_mnist_cnn.py::test_state_layouts_train_alike",
     *(f"tests/test_nnx.py::test_nnx_optimizer_trains_as_the_functional_loop[adam-{wrap}]"
@@ -109,7 +110,8 @@ _EXACT_TESTS = [
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the ISA cap is an XLA:CPU flag")
 def test_bit_for_bit_claims_of_other_test_files_without_fma() -> None:
-    """A sweep against solo runs, fixed against traced hyperparameters (Hypothesis), the
+    """A sweep against solo runs, halving's curves against straight runs, fixed against
+    traced hyperparameters (Hypothesis), the
     example's packed state against plain state, Adam in every wrapper in flax.nnx against
     the functional loop, and complex AdamW packed, one-pass and skipping against plain: run
     by pytest in one process without FMA, where each asserts equal bits."""
