@@ -4,6 +4,9 @@ grid in ONE compiled program (jadam.tune.sweep), and draw a heatmap of the final
     python -m examples.sweep                                   # Adam: learning rate x b1
     python -m examples.sweep --optimizer lion --x learning_rate=1e-5,3e-5,1e-4,3e-4 \\
         --y b1=0.8,0.9,0.95 --seeds 2 --plot lion.png
+    python -m examples.sweep --halving                         # successive halving instead:
+        # 27 random configurations (learning rate log-uniform, b1 from 0.5, 0.9, 0.95), the
+        # best third going on 3 times as far each rung, and a plot of the rungs
 """
 
 from __future__ import annotations
@@ -41,7 +44,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--plot", default="sweep.png", help="the heatmap PNG to write")
     parser.add_argument("--json", default=None, help="also save the results as JSON")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument("--halving", action="store_true",
+                        help="successive halving (jadam.tune.successive_halving) over random "
+                             "configurations instead of the grid; plots its rungs")
+    parser.add_argument("--configs", type=int, default=27, help="--halving: configurations")
+    parser.add_argument("--max-steps", type=int, default=270,
+                        help="--halving: steps the last survivor trains")
+    parser.add_argument("--eta", type=int, default=3,
+                        help="--halving: keep the best 1/eta of each rung")
     args = parser.parse_args(argv)
+    if args.halving:
+        return halving(args)
 
     (x_name, xs), (y_name, ys) = args.x, args.y
     dataset = tools.load(args)
@@ -75,6 +88,58 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         tune.save(result, args.json)
     return result
+
+
+def halving(args: argparse.Namespace) -> dict:
+    """--halving: 27 random configurations by default, test loss ranks them at each rung."""
+    dataset = tools.load(args)
+    trainable = mnist.make_trainable(dataset, optimizer=args.optimizer,
+                                     batch_size=args.batch_size, train_size=args.train_size)
+    space = {"learning_rate": tune.log_uniform(1e-4, 3e-2), "b1": [0.5, 0.9, 0.95]}
+    print(f"successive halving: {args.configs} configurations of {args.optimizer}, up to "
+          f"{args.max_steps} steps, eta {args.eta}", flush=True)
+    result = tune.successive_halving(trainable, space, max_steps=args.max_steps, eta=args.eta,
+                                     num_configs=args.configs, metric="test_loss",
+                                     progress=print)
+    best = result["best"]
+    print("best: " + ", ".join(f"{k}={v:.4g}" for k, v in best["coords"].items())
+          + f": test loss {best['metric']:.4f}; {result['steps']} steps trained in all "
+          f"({result['seconds']:.1f} s, {result['compilations']} rung compilations), against "
+          f"{args.configs * args.max_steps} for every configuration to the end")
+    plot_rungs(result, args.plot, title=f"successive halving of {args.optimizer} on "
+                                        f"{dataset.name}")
+    print(f"wrote {args.plot}")
+    if args.json:
+        tune.save(result, args.json)
+    return result
+
+
+def plot_rungs(result: dict, path: str, title: str) -> None:
+    """Training loss against steps (a moving average of 10), each configuration a line that
+    ends where it was stopped, coloured by how far it went; the winner in black."""
+    plt = tools.pyplot()
+    curves = np.asarray(result["curves"]["loss"], np.float64)
+    stops = sorted({r["steps"] for r in result["rungs"]})
+    colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(stops)))
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for i, stop in enumerate(result["stopped_at"]):
+        y = curves[i, :stop]
+        width = min(10, len(y))
+        smooth = np.convolve(y, np.ones(width) / width, mode="valid")
+        x = np.arange(width, stop + 1)
+        winner = i == result["best"]["index"]
+        ax.plot(x, smooth, lw=2.5 if winner else 1,
+                color="black" if winner else colours[stops.index(stop)],
+                alpha=1 if winner else 0.7, zorder=3 if winner else 2)
+    for stop in stops[:-1]:
+        ax.axvline(stop, color="grey", lw=0.8, ls=":")
+    ax.set(xscale="log", yscale="log", xlabel="step", ylabel="training loss (mean of 10)",
+           title=title)
+    best = ", ".join(f"{k}={v:.3g}" for k, v in result["best"]["coords"].items())
+    ax.text(0.99, 0.98, f"winner: {best}", transform=ax.transAxes, ha="right", va="top")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def heatmap(accuracy: np.ndarray, xs: list[float], ys: list[float], x_name: str, y_name: str,

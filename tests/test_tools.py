@@ -44,6 +44,22 @@ def test_sweep(tmp_path: pathlib.Path) -> None:
     assert result["results"]["test_accuracy"].shape == (6, 2)
 
 
+def test_sweep_halving(tmp_path: pathlib.Path) -> None:
+    """--halving: 9 configurations, 3 rungs; every curve ends where its configuration was
+    stopped, the winner trained to the end; the plot of the rungs is written."""
+    png = tmp_path / "rungs.png"
+    result = sweep.main([*SMALL, "--plot", str(png), "--halving", "--configs", "9",
+                         "--max-steps", "27"])
+    assert _png_size(png) == (900, 550)
+    assert [(len(r["configs"]), r["steps"]) for r in result["rungs"]] == [(9, 3), (3, 9),
+                                                                          (1, 27)]
+    assert result["stopped_at"][result["best"]["index"]] == 27
+    loss = result["curves"]["loss"]
+    for i, stop in enumerate(result["stopped_at"]):
+        assert np.isfinite(loss[i, :stop]).all()
+        assert np.isnan(loss[i, stop:]).all()
+
+
 def test_lr_finder(tmp_path: pathlib.Path) -> None:
     png = tmp_path / "lr.png"
     result = lr_finder.main(["--dataset", "digits", "--steps", "100", "--no-progress",

@@ -31,6 +31,7 @@ import jadam
 from examples import data as datasets
 from examples.mnist import checkpoints as ckpt
 from examples.mnist import plots
+from jadam import tune
 
 # Epochs when --epochs is not given: the 8x8 digits are 1,437 images, the others 60,000.
 DEFAULT_EPOCHS = {"digits": 40, "mnist": 3, "fashion_mnist": 3}
@@ -383,6 +384,55 @@ def make_train_fn(dataset: datasets.Dataset, *, optimizer: str = "adam", epochs:
         return curves(make(**fixed, **hp), seed)
 
     return train
+
+
+def make_trainable(dataset: datasets.Dataset, *, optimizer: str = "adam",
+                   batch_size: int = 64, train_size: int | None = None,
+                   **fixed: Any) -> tune.Trainable:
+    """This CNN as a ``jadam.tune.Trainable``, for successive halving: ``start(hp, seed)``
+    initialises it, ``advance(hp, carry, steps)`` trains ``steps`` more steps (the batches a
+    function of the seed and the step count in the carry: epoch ``t // steps_per_epoch`` is a
+    permutation of the training set, so a paused run goes on with the batches it would have
+    had) and returns ``{"loss": per step, "test_loss", "test_accuracy"}`` at its end. The
+    optimizer is ``jadam.optimizers[optimizer]`` built from the traced ``hp`` and ``fixed``."""
+    x_train = jnp.asarray(dataset.train_images[:train_size])
+    y_train = jnp.asarray(dataset.train_labels[:train_size])
+    x_test, y_test = jnp.asarray(dataset.test_images), jnp.asarray(dataset.test_labels)
+    n = len(y_train)
+    per_epoch = n // batch_size
+    if per_epoch < 1:
+        raise ValueError(f"{n} training images is less than one batch of {batch_size}")
+    make = jadam.optimizers[optimizer].make
+    graphdef = nnx.graphdef(CNN(dataset.image_shape, dataset.num_classes, rngs=nnx.Rngs(0)))
+
+    def start(hp: dict[str, jax.Array], seed: jax.Array) -> dict[str, Any]:
+        key = jax.random.key(seed)
+        model = CNN(dataset.image_shape, dataset.num_classes,
+                    rngs=nnx.Rngs(params=jax.random.fold_in(key, 0)))
+        params = nnx.as_pure(nnx.state(model, nnx.Param))
+        return {"params": params, "opt_state": make(**fixed, **hp).init(params),
+                "t": jnp.zeros((), jnp.int32), "key": jax.random.key_data(key)}
+
+    def advance(hp: dict[str, jax.Array], carry: dict[str, Any],
+                steps: int) -> tuple[dict[str, Any], dict[str, jax.Array]]:
+        tx = make(**fixed, **hp)
+        key = jax.random.wrap_key_data(carry["key"])
+
+        def step(c: dict[str, Any], _: Any) -> tuple[dict[str, Any], jax.Array]:
+            epoch, at = c["t"] // per_epoch, c["t"] % per_epoch
+            order = jax.random.permutation(jax.random.fold_in(key, epoch + 1), n)
+            idx = jax.lax.dynamic_slice(order, (at * batch_size,), (batch_size,))
+            params, opt_state, loss, _ = train_step(graphdef, tx, c["params"], c["opt_state"],
+                                                    x_train[idx], y_train[idx])
+            return {**c, "params": params, "opt_state": opt_state, "t": c["t"] + 1}, loss
+
+        carry, losses = jax.lax.scan(step, carry, length=steps)
+        logits = nnx.merge(graphdef, carry["params"])(x_test).astype(jnp.float32)
+        test_loss = optax.softmax_cross_entropy_with_integer_labels(logits, y_test).mean()
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == y_test)
+        return carry, {"loss": losses, "test_loss": test_loss, "test_accuracy": accuracy}
+
+    return tune.Trainable(start, advance)
 
 
 def train_and_evaluate(config: Config, dataset: datasets.Dataset,
