@@ -40,14 +40,19 @@ SPACE = {"learning_rate": [float(x) for x in np.geomspace(1e-4, 3e-2, 9)],
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=270)
+    parser.add_argument("--min-steps", type=int, nargs="*", default=[],
+                        help="also run successive halving with these shortest rungs (always "
+                             "run: as many rungs as leave one configuration)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "halving.json"))
     args = parser.parse_args(argv)
     trainable = mnist_cnn.make_trainable(data.load_digits())
 
-    start = time.perf_counter()
-    halving = tune.successive_halving(trainable, SPACE, max_steps=args.steps,
-                                      metric="test_loss", progress=print)
-    halving_s = time.perf_counter() - start
+    variants = {}
+    for min_steps in [None, *args.min_steps]:
+        start = time.perf_counter()
+        variants[min_steps] = (tune.successive_halving(
+            trainable, SPACE, max_steps=args.steps, min_steps=min_steps, metric="test_loss",
+            progress=print), time.perf_counter() - start)
     start = time.perf_counter()
     grid = tune.sweep(trainable, {"b1": SPACE["b1"], "learning_rate": SPACE["learning_rate"]},
                       steps=args.steps)
@@ -55,40 +60,43 @@ def main(argv: list[str] | None = None) -> dict:
 
     grid_loss = np.asarray(grid["results"]["test_loss"])
     best = int(np.nanargmin(grid_loss))
-    picked = halving["best"]["coords"]
-    # The grid's own run of the configuration halving picked: the same training, so its test
-    # loss is halving's (checked), and its rank among the grid's.
-    same = [i for i in range(len(grid_loss))
-            if all(grid["coords"][k][i] == v for k, v in picked.items())]
-    rank = int(np.sum(grid_loss < grid_loss[same[0]])) + 1
-    report = {
+    report: dict = {
         "meta": {"date": datetime.date.today().isoformat(),
                  "machine": f"{_cpu_name()}, {os.cpu_count()} cores ({platform.machine()})",
                  "python": platform.python_version(), "jax": jax.__version__,
                  "backend": jax.default_backend(), "steps": args.steps,
                  "command": "python -m bench.halving " + " ".join(argv or sys.argv[1:])},
-        "halving": {"seconds": halving_s, "steps": halving["steps"],
-                    "compilations": halving["compilations"] + 1,  # (and its start)
-                    "picked": picked, "test_loss": halving["best"]["metric"],
-                    "grid_test_loss_of_picked": float(grid_loss[same[0]]),
-                    "rank_in_grid": rank},
         "grid": {"seconds": grid_s, "steps": len(grid_loss) * args.steps, "compilations": 1,
                  "best": {k: grid["coords"][k][best] for k in grid["coords"]},
                  "test_loss": float(grid_loss[best])},
+        "halving": [],
     }
-    h, g = report["halving"], report["grid"]
-    h["loss_over_grid_best"] = h["test_loss"] / g["test_loss"]
-    h["steps_share"] = h["steps"] / g["steps"]
+    g = report["grid"]
+    print("\n| | wall s | steps | compilations | picked | test loss |\n|---|---|---|---|---|---|")
+    for min_steps, (result, seconds) in variants.items():
+        picked = result["best"]["coords"]
+        # The grid's run of the configuration halving picked is the same training.
+        same = next(i for i in range(len(grid_loss))
+                if all(grid["coords"][k][i] == v for k, v in picked.items()))
+        rank = int(np.sum(grid_loss < grid_loss[same])) + 1
+        h = {"min_steps": min_steps, "rungs": [(len(r["configs"]), r["steps"])
+                                               for r in result["rungs"]],
+             "seconds": seconds, "steps": result["steps"],
+             "compilations": result["compilations"] + 1,  # (and its start)
+             "picked": picked, "test_loss": result["best"]["metric"],
+             "grid_test_loss_of_picked": float(grid_loss[same]), "rank_in_grid": rank,
+             "loss_over_grid_best": result["best"]["metric"] / g["test_loss"],
+             "steps_share": result["steps"] / g["steps"]}
+        report["halving"].append(h)
+        share = 100 * h["steps_share"]
+        print(f"| successive halving, rungs {h['rungs']} | {seconds:.1f} | {h['steps']} "
+              f"({share:.0f}%) | {h['compilations']} | {picked} | {h['test_loss']:.4f} "
+              f"({h['loss_over_grid_best']:.3f}x the grid's best, rank {rank} of 27) |")
+    print(f"| full grid (tune.sweep) | {g['seconds']:.1f} | {g['steps']} | 1 | {g['best']} | "
+          f"{g['test_loss']:.4f} |")
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print("\n| | wall s | steps | compilations | picked | test loss |\n|---|---|---|---|---|---|")
-    share = 100 * h["steps_share"]
-    print(f"| successive halving | {h['seconds']:.1f} | {h['steps']} ({share:.0f}%)"
-          f" | {h['compilations']} | {h['picked']} | {h['test_loss']:.4f} "
-          f"({h['loss_over_grid_best']:.3f}x the grid's best, rank {rank} of 27) |")
-    print(f"| full grid (tune.sweep) | {g['seconds']:.1f} | {g['steps']} | 1 | {g['best']} | "
-          f"{g['test_loss']:.4f} |")
     return report
 
 

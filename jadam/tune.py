@@ -258,12 +258,16 @@ def sample_space(space: Space, num_configs: int | None = None, *,
     return out
 
 
-def rung_schedule(num_configs: int, max_steps: int, eta: int = 3) -> list[tuple[int, int]]:
+def rung_schedule(num_configs: int, max_steps: int, eta: int = 3,
+                  min_steps: int | None = None) -> list[tuple[int, int]]:
     """Successive halving's rungs: ``(configurations, steps trained by the end of the rung)``
     for each rung. Each rung keeps the best ``1/eta`` of the last and trains them ``eta``
-    times as far; the last rung trains what is left to ``max_steps``."""
+    times as far; the last rung trains what is left to ``max_steps``. As many rungs as leave
+    one configuration at the end, or, with ``min_steps``, as many as keep the first rung at
+    least that long (then several may reach the end, and the best of them wins)."""
     rungs = 0
-    while num_configs // eta ** (rungs + 1) >= 1:
+    while num_configs // eta ** (rungs + 1) >= 1 and (
+            min_steps is None or min_steps * eta ** (rungs + 1) <= max_steps):
         rungs += 1
     return [(num_configs // eta ** k, max(1, round(max_steps / eta ** (rungs - k))))
             for k in range(rungs + 1)]
@@ -275,6 +279,7 @@ def successive_halving(
     *,
     max_steps: int,
     eta: int = 3,
+    min_steps: int | None = None,
     num_configs: int | None = None,
     seed: int = 0,
     metric: str = "loss",
@@ -299,6 +304,9 @@ def successive_halving(
       space: name -> list of values or :func:`uniform` / :func:`log_uniform` range.
       max_steps: the steps the last survivor trains.
       eta: the reduction factor, >= 2.
+      min_steps: the first rung's length at least (:func:`rung_schedule`): fewer rungs, so
+        that a ranking after very few steps does not decide; ``None``: as many rungs as leave
+        one configuration.
       num_configs: how many configurations to sample (``None``: the whole grid).
       seed: seeds the sampling and is every run's training seed.
       metric: the scalar in ``advance``'s metrics to rank by, its value at the end of a rung
@@ -323,7 +331,9 @@ def successive_halving(
         raise ValueError(f"jadam.tune.{fn}: mode must be 'min' or 'max', got {mode!r}")
     coords = sample_space(space, num_configs, seed=seed)
     n = len(next(iter(coords.values()))) if coords else 1
-    schedule = rung_schedule(n, max_steps, eta)
+    if min_steps is not None:
+        min_steps = _positive_int(fn, "min_steps", min_steps)
+    schedule = rung_schedule(n, max_steps, eta, min_steps)
     width = default_vectorize(n) if vectorize is None else int(vectorize)
     hp_all = {name: jnp.asarray(v, jnp.float32) for name, v in coords.items()}
     start_time = time.perf_counter()

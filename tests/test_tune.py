@@ -250,6 +250,8 @@ def test_rung_schedule() -> None:
     assert tune.rung_schedule(30, 100, eta=2)[0] == (30, 6)
     assert tune.rung_schedule(30, 100, eta=2)[-1] == (1, 100)
     assert tune.rung_schedule(2, 50) == [(2, 50)]  # too few to halve: all train to the end
+    assert tune.rung_schedule(27, 270, min_steps=30) == [(27, 30), (9, 90), (3, 270)]
+    assert tune.rung_schedule(27, 270, min_steps=300) == [(27, 270)]
 
 
 def test_halving_survivors_continue_as_if_never_paused() -> None:
