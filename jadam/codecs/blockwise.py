@@ -209,13 +209,8 @@ def update_leaves(
     with the number of distinct kernels (48 leaves of 4,096 elements: 13 s to compile one by
     one; ``bench/README.md``). The arithmetic is the same, element by element."""
     groups: dict[Any, list[Leaf]] = {}
-    for leaf in leaves:
-        key = _alike(leaf)
-        if key is None:
-            yield leaf.i, *kernel(leaf.rule, g=leaf.g, state=leaf.state, p=leaf.p,
-                                  decay=leaf.decay)
-        else:
-            groups.setdefault(key, []).append(leaf)
+    for leaf in leaves:  # (a leaf alike with no other is a group of one)
+        groups.setdefault(_alike(leaf) or ("alone", leaf.i), []).append(leaf)
     for group in groups.values():
         if len(group) == 1:
             (leaf,) = group
