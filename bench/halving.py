@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> dict:
                  "command": "python -m bench.halving " + " ".join(argv or sys.argv[1:])},
         "grid": {"seconds": grid_s, "steps": len(grid_loss) * args.steps, "compilations": 1,
                  "best": {k: grid["coords"][k][best] for k in grid["coords"]},
-                 "test_loss": float(grid_loss[best])},
+                 "test_loss": float(grid_loss[best]),
+                 "test_loss_by_config": [float(x) for x in grid_loss],
+                 "coords": grid["coords"]},
         "halving": [],
     }
     g = report["grid"]
