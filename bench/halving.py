@@ -1,7 +1,8 @@
 """Successive halving against the full grid, on the MNIST example's CNN and the 8x8 digits.
 
 The same 27 configurations of Adam (9 learning rates, log-spaced, x 3 values of b1), the same
-seed and batches: ``jadam.tune.successive_halving`` (eta 3, up to ``--steps`` steps) against
+seed and batches: ``jadam.tune.successive_halving`` (each ``--variants``: a reduction factor
+and a shortest rung; up to ``--steps`` steps) against
 ``jadam.tune.sweep`` of the same Trainable, every configuration trained to ``--steps``. Wall
 time including compilation, steps trained, compilations, and the test loss of the
 configuration each picks against the best of the grid.
@@ -40,18 +41,21 @@ SPACE = {"learning_rate": [float(x) for x in np.geomspace(1e-4, 3e-2, 9)],
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=270)
-    parser.add_argument("--min-steps", type=int, nargs="*", default=[],
-                        help="also run successive halving with these shortest rungs (always "
-                             "run: as many rungs as leave one configuration)")
+    parser.add_argument("--variants", nargs="*", default=["3", "3:30", "2:30"],
+                        metavar="ETA[:MIN_STEPS]",
+                        help="successive halving's reduction factor and shortest rung (none: "
+                             "as many rungs as leave one configuration)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "halving.json"))
     args = parser.parse_args(argv)
     trainable = mnist_cnn.make_trainable(data.load_digits())
 
     variants = {}
-    for min_steps in [None, *args.min_steps]:
+    for variant in args.variants:
+        eta, _, min_steps = variant.partition(":")
         start = time.perf_counter()
-        variants[min_steps] = (tune.successive_halving(
-            trainable, SPACE, max_steps=args.steps, min_steps=min_steps, metric="test_loss",
+        variants[variant] = (tune.successive_halving(
+            trainable, SPACE, max_steps=args.steps, eta=int(eta),
+            min_steps=int(min_steps) if min_steps else None, metric="test_loss",
             progress=print), time.perf_counter() - start)
     start = time.perf_counter()
     grid = tune.sweep(trainable, {"b1": SPACE["b1"], "learning_rate": SPACE["learning_rate"]},
@@ -75,13 +79,13 @@ def main(argv: list[str] | None = None) -> dict:
     }
     g = report["grid"]
     print("\n| | wall s | steps | compilations | picked | test loss |\n|---|---|---|---|---|---|")
-    for min_steps, (result, seconds) in variants.items():
+    for variant, (result, seconds) in variants.items():
         picked = result["best"]["coords"]
         # The grid's run of the configuration halving picked is the same training.
         same = next(i for i in range(len(grid_loss))
                 if all(grid["coords"][k][i] == v for k, v in picked.items()))
         rank = int(np.sum(grid_loss < grid_loss[same])) + 1
-        h = {"min_steps": min_steps, "rungs": [(len(r["configs"]), r["steps"])
+        h = {"variant": variant, "rungs": [(len(r["configs"]), r["steps"])
                                                for r in result["rungs"]],
              "seconds": seconds, "steps": result["steps"],
              "compilations": result["compilations"] + 1,  # (and its start)
@@ -91,7 +95,8 @@ def main(argv: list[str] | None = None) -> dict:
              "steps_share": result["steps"] / g["steps"]}
         report["halving"].append(h)
         share = 100 * h["steps_share"]
-        print(f"| successive halving, rungs {h['rungs']} | {seconds:.1f} | {h['steps']} "
+        eta = variant.split(":")[0]
+        print(f"| successive halving, eta {eta}, rungs {h['rungs']} | {seconds:.1f} | {h['steps']} "
               f"({share:.0f}%) | {h['compilations']} | {picked} | {h['test_loss']:.4f} "
               f"({h['loss_over_grid_best']:.3f}x the grid's best, rank {rank} of 27) |")
     print(f"| full grid (tune.sweep) | {g['seconds']:.1f} | {g['steps']} | 1 | {g['best']} | "

@@ -49,7 +49,7 @@ def test_sweep_halving(tmp_path: pathlib.Path) -> None:
     stopped, the winner trained to the end; the plot of the rungs is written."""
     png = tmp_path / "rungs.png"
     result = sweep.main([*SMALL, "--plot", str(png), "--halving", "--configs", "9",
-                         "--max-steps", "27"])
+                         "--max-steps", "27", "--eta", "3", "--min-steps", "3"])
     assert _png_size(png) == (900, 550)
     assert [(len(r["configs"]), r["steps"]) for r in result["rungs"]] == [(9, 3), (3, 9),
                                                                           (1, 27)]
