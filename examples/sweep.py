@@ -120,7 +120,7 @@ def halving(args: argparse.Namespace) -> dict:
 
 
 def plot_rungs(result: dict, path: str, title: str) -> None:
-    """Training loss against steps (a moving average of 10), each configuration a line that
+    """Training loss against steps (a trailing mean of 10), each configuration a line that
     ends where it was stopped, coloured by how far it went; the winner in black."""
     plt = tools.pyplot()
     curves = np.asarray(result["curves"]["loss"], np.float64)
@@ -129,17 +129,24 @@ def plot_rungs(result: dict, path: str, title: str) -> None:
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for i, stop in enumerate(result["stopped_at"]):
         y = curves[i, :stop]
-        width = min(10, len(y))
-        smooth = np.convolve(y, np.ones(width) / width, mode="valid")
-        x = np.arange(width, stop + 1)
+        # A trailing mean of up to 10 steps, from the first step (a short rung stays visible).
+        total = np.concatenate([[0.0], np.cumsum(y)])
+        t = np.arange(1, stop + 1)
+        smooth = (total[t] - total[np.maximum(t - 10, 0)]) / np.minimum(t, 10)
+        x = t
         winner = i == result["best"]["index"]
         ax.plot(x, smooth, lw=2.5 if winner else 1,
                 color="black" if winner else colours[stops.index(stop)],
                 alpha=1 if winner else 0.7, zorder=3 if winner else 2)
     for stop in stops[:-1]:
         ax.axvline(stop, color="grey", lw=0.8, ls=":")
-    ax.set(xscale="log", yscale="log", xlabel="step", ylabel="training loss (mean of 10)",
-           title=title)
+    for stop, colour in zip(stops, colours, strict=True):  # one legend entry per rung
+        n = sum(s == stop for s in result["stopped_at"])
+        ax.plot([], [], color=colour, label=f"{n} stopped at step {stop}")
+    ax.plot([], [], color="black", lw=2.5, label="the winner")
+    ax.legend(loc="lower left", fontsize=9)
+    ax.set(xscale="log", yscale="log", xlabel="step",
+           ylabel="training loss (trailing mean of 10 steps)", title=title)
     best = ", ".join(f"{k}={v:.3g}" for k, v in result["best"]["coords"].items())
     ax.text(0.99, 0.98, f"winner: {best}", transform=ax.transAxes, ha="right", va="top")
     fig.tight_layout()
