@@ -169,12 +169,9 @@ def sweep(
     hp = {n: jnp.asarray(v, jnp.float32) for n, v in coords.items()}
     seed_array = jnp.asarray(seed_per_run, jnp.int32)
 
-    def one(args: tuple[dict[str, jax.Array], jax.Array]) -> Any:
-        return train_fn(*args)
-
     @jax.jit
     def run_all(hp: dict[str, jax.Array], seed: jax.Array) -> Any:
-        return jax.lax.map(one, (hp, seed), batch_size=width if width > 1 else None)
+        return _map_runs(lambda args: train_fn(*args), (hp, seed), width)
 
     start = time.perf_counter()
     results = jax.device_get(run_all(hp, seed_array))
@@ -240,9 +237,8 @@ def sample_space(space: Space, num_configs: int | None = None, *,
     Otherwise ``num_configs`` random configurations (Bergstra & Bengio, 2012): each range
     sampled, each list's values drawn uniformly, independently per hyperparameter, from a
     generator seeded with ``seed`` (the same seed, the same configurations)."""
-    ranges = {n: v for n, v in space.items() if isinstance(v, (Uniform, LogUniform))}
     if num_configs is None:
-        if ranges:
+        if any(isinstance(v, (Uniform, LogUniform)) for v in space.values()):
             raise ValueError("jadam.tune: a space with ranges needs num_configs")
         return grid_points(cast(Mapping[str, Sequence[float]], space))
     n = _positive_int("sample_space", "num_configs", num_configs)
@@ -338,25 +334,23 @@ def successive_halving(
     hp_all = {name: jnp.asarray(v, jnp.float32) for name, v in coords.items()}
     start_time = time.perf_counter()
 
-    def batched(f: Callable[[Any], Any], size: int) -> Callable[[Any], Any]:
-        w = min(width, size)
-        return lambda xs: jax.lax.map(f, xs, batch_size=w if w > 1 else None)
+    @jax.jit
+    def start_all(hp: dict[str, jax.Array], seeds: jax.Array) -> Any:
+        return _map_runs(lambda a: trainable.start(*a), (hp, seeds), min(width, n))
 
-    @functools.partial(jax.jit, static_argnums=2)
-    def start_all(hp: dict[str, jax.Array], seeds: jax.Array, size: int) -> Any:
-        return batched(lambda a: trainable.start(*a), size)((hp, seeds))
-
-    @functools.partial(jax.jit, static_argnums=(2, 3), donate_argnums=1)
-    def advance_all(hp: dict[str, jax.Array], carry: Any, steps: int, size: int) -> Any:
-        return batched(lambda a: trainable.advance(a[0], a[1], steps), size)((hp, carry))
+    @functools.partial(jax.jit, static_argnums=2, donate_argnums=1)
+    def advance_all(hp: dict[str, jax.Array], carry: Any, steps: int) -> Any:
+        size = jax.tree.leaves((hp, carry))[0].shape[0]  # (every leaf stacks the runs)
+        return _map_runs(lambda a: trainable.advance(a[0], a[1], steps), (hp, carry),
+                         min(width, size))
 
     alive = np.arange(n)
-    carry = start_all(hp_all, jnp.full((n,), seed, jnp.int32), n)
+    carry = start_all(hp_all, jnp.full((n,), seed, jnp.int32))
     curves: dict[str, np.ndarray] = {}
     stopped_at = np.zeros(n, np.int64)
     rungs: list[dict[str, Any]] = []
     shapes: set[tuple[int, int]] = set()
-    done = 0
+    done = trained = 0
     for k, (size, until) in enumerate(schedule):
         steps = until - done
         if k:  # the survivors of the last rung: its best `size`
@@ -365,7 +359,8 @@ def successive_halving(
             carry = jax.tree.map(lambda x, order=order: x[jnp.asarray(order)], carry)
         hp = {name: v[jnp.asarray(alive)] for name, v in hp_all.items()}
         shapes.add((len(alive), steps))
-        carry, metrics = advance_all(hp, carry, steps, len(alive))
+        carry, metrics = advance_all(hp, carry, steps)
+        trained += len(alive) * steps
         metrics = jax.tree.map(np.asarray, jax.device_get(metrics))
         if metric not in metrics:
             raise ValueError(f"jadam.tune.{fn}: advance returned no metric {metric!r}; it "
@@ -394,11 +389,16 @@ def successive_halving(
         "stopped_at": [int(s) for s in stopped_at],
         "best": {"index": best, "coords": {k: v[best] for k, v in coords.items()},
                  "metric": last["metric"][best_at]},
-        "steps": int(sum(len(r["configs"]) * (r["steps"] - (rungs[i - 1]["steps"] if i else 0))
-                         for i, r in enumerate(rungs))),
+        "steps": trained,
         "compilations": len(shapes),
         "seconds": time.perf_counter() - start_time,
     }
+
+
+def _map_runs(f: Callable[[Any], Any], xs: Any, width: int) -> Any:
+    """``f`` over the runs stacked in ``xs`` (leading axis), ``width`` side by side under
+    ``vmap`` and the rest one after another (``jax.lax.map``); width 1 runs each alone."""
+    return jax.lax.map(f, xs, batch_size=width if width > 1 else None)
 
 
 def _ranking(values: Any, mode: str) -> np.ndarray:

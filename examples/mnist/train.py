@@ -128,7 +128,13 @@ def make_optimizer(name: str, learning_rate: float | None, *, state: str = "plai
 
 def loss_and_logits(graphdef: Any, params: Any, images: jax.Array,
                     labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-    logits = nnx.merge(graphdef, params)(images).astype(jnp.float32)
+    return model_loss_and_logits(nnx.merge(graphdef, params), images, labels)
+
+
+def model_loss_and_logits(model: nnx.Module, images: jax.Array,
+                          labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The mean cross-entropy of a batch and the (float32) logits."""
+    logits = model(images).astype(jnp.float32)
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), logits
 
 
@@ -146,9 +152,8 @@ def train_step(graphdef: Any, tx: optax.GradientTransformation, params: Any, opt
 def loss_and_accuracy(model: nnx.Module, images: jax.Array,
                       labels: jax.Array) -> tuple[jax.Array, jax.Array]:
     """The loss and, as its aux, the batch's accuracy: :func:`train_step`'s, for
-    ``jadam.PackedModel.step`` (``--packed``)."""
-    logits = model(images).astype(jnp.float32)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    ``jadam.PackedModel.step`` (``--packed``), and the test metrics of the tuning functions."""
+    loss, logits = model_loss_and_logits(model, images, labels)
     return loss, jnp.mean(jnp.argmax(logits, -1) == labels)
 
 
@@ -356,9 +361,8 @@ def make_curves_fn(
             batches = order[:steps * batch_size].reshape(steps, batch_size)
             params, opt_state, losses, _ = train_steps(graphdef, tx, *carry, batches, fetch)
             carry = (params, opt_state)
-            logits = nnx.merge(graphdef, params)(x_test)
-            test_loss = optax.softmax_cross_entropy_with_integer_labels(logits, y_test).mean()
-            accuracy = jnp.mean(jnp.argmax(logits, -1) == y_test)
+            test_loss, accuracy = loss_and_accuracy(nnx.merge(graphdef, params), x_test,
+                                                    y_test)
             if on_epoch is not None:
                 jax.debug.callback(lambda _: on_epoch(), e)
             return carry, (losses, test_loss, accuracy)
@@ -427,9 +431,8 @@ def make_trainable(dataset: datasets.Dataset, *, optimizer: str = "adam",
             return {**c, "params": params, "opt_state": opt_state, "t": c["t"] + 1}, loss
 
         carry, losses = jax.lax.scan(step, carry, length=steps)
-        logits = nnx.merge(graphdef, carry["params"])(x_test).astype(jnp.float32)
-        test_loss = optax.softmax_cross_entropy_with_integer_labels(logits, y_test).mean()
-        accuracy = jnp.mean(jnp.argmax(logits, -1) == y_test)
+        test_loss, accuracy = loss_and_accuracy(nnx.merge(graphdef, carry["params"]), x_test,
+                                                y_test)
         return carry, {"loss": losses, "test_loss": test_loss, "test_accuracy": accuracy}
 
     return tune.Trainable(start, advance)
