@@ -6,7 +6,10 @@ with bands over the seeds.
     python -m examples.compare_optimizers --optimizers adam lion:learning_rate=3e-4 \\
         sgd:learning_rate=0.05,momentum=0.9 --seeds 5 --plot compare.png
 
-An optimizer is a name in jadam.optimizers, optionally followed by ``:key=value,...``.
+    python -m examples.compare_optimizers --optimizers adamw,muon,prodigy   # Adam's rivals
+
+An optimizer is a name in jadam.optimizers, optionally followed by ``:key=value,...``; names
+without arguments may also be given as one comma-separated list.
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     dataset = tools.load(args)
     specs = {}
-    for spec in args.optimizers:
+    listed = [part for spec in args.optimizers
+              for part in (spec.split(",") if ":" not in spec else [spec]) if part]
+    for spec in listed:
         name, kwargs = tools.parse_spec(spec)
         specs[spec] = {"name": name, **kwargs}
     train = mnist.make_curves_fn(dataset, epochs=args.epochs, batch_size=args.batch_size,

@@ -26,10 +26,13 @@ from jadam.lamb import ScaleByLambState, lamb, scale_by_lamb
 from jadam.laprop import ScaleByLaPropState, laprop, scale_by_laprop
 from jadam.lion import ScaleByLionState, lion, scale_by_lion
 from jadam.mars import ScaleByMarsState, mars, scale_by_mars
+from jadam.muon import ScaleByMuonState, muon, scale_by_muon
+from jadam.muon import newton_schulz as muon_newton_schulz
 from jadam.nadam import ScaleByNAdamState, nadam, nadamw, scale_by_nadam
 from jadam.nonfinite import SkipNonfiniteState, skip_nonfinite
 from jadam.one_pass import one_pass
 from jadam.packing import Packed, PackIndex, pack, unpack
+from jadam.prodigy import ProdigyState, prodigy
 from jadam.radam import ScaleByRAdamState, radam, scale_by_radam
 from jadam.registry import OptimizerInfo, optimizers
 from jadam.rmsprop import ScaleByRMSpropState, rmsprop, scale_by_rmsprop
@@ -58,6 +61,7 @@ __all__ = [
     "Packed",
     "PackedModel",
     "PackedState",
+    "ProdigyState",
     "ScaleByAdEMAMixState",
     "ScaleByAdadeltaState",
     "ScaleByAdafactorState",
@@ -73,6 +77,7 @@ __all__ = [
     "ScaleByLambState",
     "ScaleByLionState",
     "ScaleByMarsState",
+    "ScaleByMuonState",
     "ScaleByNAdamState",
     "ScaleByRAdamState",
     "ScaleByRMSpropState",
@@ -105,12 +110,15 @@ __all__ = [
     "laprop",
     "lion",
     "mars",
+    "muon",
+    "muon_newton_schulz",
     "nadam",
     "nadamw",
     "one_pass",
     "optimizers",
     "pack",
     "packed",
+    "prodigy",
     "quantize",
     "quantized",
     "radam",
@@ -129,6 +137,7 @@ __all__ = [
     "scale_by_laprop",
     "scale_by_lion",
     "scale_by_mars",
+    "scale_by_muon",
     "scale_by_nadam",
     "scale_by_radam",
     "scale_by_rmsprop",

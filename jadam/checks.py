@@ -125,7 +125,7 @@ def decay_mask(
 
 
 def check_packable(fn: str, rule: Rule, cautious: bool) -> None:
-    if not rule.elementwise or rule.per_path:
+    if not rule.elementwise or rule.per_path or rule.tree_sums:
         raise ValueError(
             f"{fn} cannot be packed: its math reduces over each array (it is not elementwise), "
             "so leaves cannot share a buffer. Use it unpacked."

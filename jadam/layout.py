@@ -233,6 +233,7 @@ def per_leaf(
         leaf_update = kernel(step_scalars)
         new_updates: list[Any] = [None] * len(grads)  # a packed leaf's from its buffer below
         new_moments: dict[str, list[Any]] = {m.name: [None] * len(grads) for m in rule.moments}
+        sums: dict[str, list[Any]] = {k: [] for k in rule.tree_sums}
         leaves: list[blockwise.Leaf] = []
         for i, (path, g, p) in enumerate(zip(paths, grads, flat_params, strict=True)):
             state_i = {name: leaves_[i] for name, leaves_ in moments.items()}
@@ -246,7 +247,10 @@ def per_leaf(
         for i, u, new in blockwise.update_leaves(leaf_update, leaves):
             new_updates[i] = u
             for name, value in new.items():
-                new_moments[name][i] = value
+                if name in sums:
+                    sums[name].append(value)
+                else:
+                    new_moments[name][i] = value
 
         # 4. The new state, in the form init gave it.
         if index is None:
@@ -256,6 +260,11 @@ def per_leaf(
                                                   state, decay_leaf, new_updates)
             moment_trees = {k: Packed(buffers[k], tuple(v)) for k, v in new_moments.items()}
         carry = {k: v.astype(carry_dtype) for k, v in computed[carry_dtype][1].items()}
+        if rule.tree_sums:  # the sums over the whole tree, for the next step's carry
+            totals = {k: sum((x.astype(carry_dtype) for x in v), jnp.zeros((), carry_dtype))
+                      for k, v in sums.items()}
+            carry = {k: v.astype(carry_dtype) for k, v in
+                     rule.after(step_scalars(carry_dtype), carry, totals).items()}
         new_state = rule.state_type(count=count, **moment_trees, **carry)
         if index is not None:
             new_state = PackedState(new_state, index)

@@ -32,7 +32,9 @@ from jadam.lamb import lamb
 from jadam.laprop import laprop
 from jadam.lion import lion
 from jadam.mars import mars
+from jadam.muon import muon
 from jadam.nadam import nadam, nadamw
+from jadam.prodigy import prodigy
 from jadam.radam import radam
 from jadam.rmsprop import rmsprop
 from jadam.schedule_free import schedule_free_adamw
@@ -203,6 +205,15 @@ _ENTRIES = [
     OptimizerInfo(
         "stable_adamw", stable_adamw, "adam",
         "AdamW whose step (decay included) shrinks per tensor where g^2 / v has an RMS over 1",
+    ),
+    OptimizerInfo(
+        "muon", muon, "adam",
+        "Newton-Schulz orthogonalised momentum on weight matrices, scaled to AdamW's RMS; "
+        "AdamW on the rest",
+    ),
+    OptimizerInfo(
+        "prodigy", prodigy, "adam",
+        "Adam with a learned step size, from an estimate of the distance to the solution",
     ),
 ]
 

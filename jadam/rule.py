@@ -144,6 +144,12 @@ class Rule:
     #: empty if it has one (see the module docstring).
     refuses_complex: ClassVar[str] = ""
 
+    #: Names of per-array sums that ``apply`` returns beside its new moments (in the same
+    #: mapping), which the layout adds up over every array of the tree and passes to
+    #: :meth:`after`: a step that reduces over the whole model (Prodigy's estimate of the
+    #: distance to the solution). Such a rule is not :attr:`elementwise`.
+    tree_sums: ClassVar[tuple[str, ...]] = ()
+
     def for_leaf(self, path: Any, shape: tuple[int, ...]) -> Rule:
         """The rule for the leaf at key path ``path`` with shape ``shape``: itself, unless the
         rule is :attr:`per_path`."""
@@ -164,6 +170,13 @@ class Rule:
     def apply(self, s: Scalars, g: jax.Array, state: Moments, p: jax.Array | None) -> Step:
         """The update direction and the new moments for one array."""
         raise NotImplementedError
+
+    def after(self, s: Scalars, carry: Carry, sums: Carry) -> Carry:
+        """The carry for the next step, from this step's scalars, the carry :meth:`scalars`
+        returned and the totals over the tree of :attr:`tree_sums`, all in the carry's dtype.
+        By default, that carry."""
+        del s, sums
+        return carry
 
 
 @dataclasses.dataclass(frozen=True)

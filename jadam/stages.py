@@ -97,8 +97,8 @@ def leaf_update(
         if no_params:
             update = jnp.where(wd == 0, update, jnp.asarray(jnp.nan, update.dtype))
         out_dtype = g.dtype if p is None else p.dtype
-        return update.astype(out_dtype), {k: dtypes.store(new[k], v.dtype)
-                                          for k, v in state.items()}
+        stored = {k: dtypes.store(new[k], v.dtype) for k, v in state.items()}
+        return update.astype(out_dtype), {**stored, **{k: new[k] for k in rule.tree_sums}}
 
 
 def gradient_transforms(

@@ -75,8 +75,15 @@ def run_reference(ref: Any, params: Any, grads: list[Any]) -> list[Any]:
     leaves, treedef = jax.tree.flatten(params)
     p = [reference.wide(x) for x in leaves]
     state = [ref.init(x) for x in p]
+    carry = ref.init_carry() if getattr(ref, "whole_tree", False) else None
     trajectory = []
     for t, g in enumerate(grads, start=1):
+        if carry is not None:  # a reference that steps the whole tree (Prodigy)
+            gs = [reference.wide(x) for x in treedef.flatten_up_to(g)]
+            updates, state, carry = ref.step_tree(state, carry, gs, p, t)
+            p = [x + u for x, u in zip(p, updates, strict=True)]
+            trajectory.append(treedef.unflatten(list(p)))
+            continue
         for i, g_i in enumerate(treedef.flatten_up_to(g)):
             update, state[i] = ref.step(state[i], reference.wide(g_i), p[i], t)
             p[i] = p[i] + update
@@ -125,6 +132,18 @@ def per_step_errors(
         flat = [treedef.flatten_up_to(x) for x in (g, params, updates)]
         old = {k: treedef.flatten_up_to(getattr(state, k)) for k in names}
         new = {k: treedef.flatten_up_to(getattr(new_state, k)) for k in names}
+        if getattr(ref, "whole_tree", False):  # fed jadam's scalar state too
+            carry = {k: float(getattr(state, k)) for k in ref.init_carry()}
+            states = [{k: reference.wide(old[k][i]) for k in names} for i in range(n)]
+            want_us, want_ss, _ = ref.step_tree(
+                states, carry, [reference.wide(x) for x in flat[0]],
+                [reference.wide(x) for x in flat[1]], t)
+            for i, u_i in enumerate(flat[2]):
+                record("update", i, u_i, want_us[i])
+                for k in names:
+                    record(k, i, new[k][i], want_ss[i][k])
+            params, state = new_params, new_state
+            continue
         for i, (g_i, p_i, u_i) in enumerate(zip(*flat, strict=True)):
             s64 = {k: reference.wide(old[k][i]) for k in names}
             want_u, want_s = ref.step(s64, g_i, reference.wide(p_i), t)

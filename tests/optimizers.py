@@ -28,16 +28,16 @@ STATIC = {"initial_accumulator_value", "alpha_warmup", "b3_warmup", "warmup_step
 # count): it cannot be packed (a clear error), and split over devices it needs those sums
 # across them, an all-reduce and no other collective.
 REDUCES = {"lamb", "mars", "adafactor", "adam_mini", "cautious_adamw", "cautious_lion",
-           "stable_adamw"}
+           "stable_adamw", "muon", "prodigy"}
 # SPREADS_NAN: one NaN gradient entry reaches the whole array (Adafactor's factored moments and
 # RMS clipping, Adam-mini's block means, MARS's clipping to unit norm, StableAdamW's RMS
 # clipping). (LAMB's trust ratio falls back to 1 when a norm is not positive, NaN included;
 # the cautious mask does not count a NaN entry as agreeing. Both keep the NaN at its entry.)
-SPREADS_NAN = {"adafactor", "adam_mini", "mars", "stable_adamw"}
+SPREADS_NAN = {"adafactor", "adam_mini", "mars", "stable_adamw", "muon"}
 # NEEDS_PARAMS: update() without params must say it needs them: they read the parameters, or
 # decay them by default.
 NEEDS_PARAMS = {"adafactor", "lamb", "schedule_free_adamw", "adamw", "nadamw", "adan",
-                "adam_mini", "cautious_adamw", "stable_adamw"}
+                "adam_mini", "cautious_adamw", "stable_adamw", "muon", "prodigy"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -487,6 +487,60 @@ CASES = [
         jadam.stable_adamw,
         {"learning_rate": 1e-2, "b2": 0.999, "weight_decay": 0.1, "maximize": True},
         reference.StableAdamW(learning_rate=1e-2, b2=0.999, weight_decay=0.1, maximize=True),
+    ),
+    # Muon: one step's Newton-Schulz iteration is fifteen float32 matrix products, and its
+    # quintic amplifies a rounding error near 0 by up to 3.4 per step: 15 ulps of the update
+    # observed (update_ulps), where the reference works on float64 singular values. The
+    # trajectories stay within the default 2e-6 (observed 6.7e-7).
+    Case("muon", jadam.muon, {"weight_decay": 1e-2}, reference.Muon(), update_ulps=32),
+    Case(
+        "muon-jordan-maximize",
+        jadam.muon,
+        {"learning_rate": 2e-2, "beta": 0.9, "weight_decay": 0.1, "consistent_rms": None,
+         "maximize": True},
+        reference.Muon(learning_rate=2e-2, beta=0.9, weight_decay=0.1, consistent_rms=None,
+                       maximize=True),
+        update_ulps=32,
+    ),
+    Case(
+        # Without Nesterov, optax's bias-corrected average is Muon's sum times a factor that
+        # the orthogonalisation removes (see jadam.muon).
+        "muon-plain-momentum",
+        jadam.muon,
+        {"learning_rate": 1e-2, "nesterov": False, "weight_decay": 0.0},
+        reference.Muon(learning_rate=1e-2, nesterov=False, weight_decay=0.0),
+        lambda: optax.contrib.muon(1e-2, nesterov=False, consistent_rms=0.2),
+        update_ulps=32,
+    ),
+    # Prodigy: its reference steps the whole tree (one estimate of d for all arrays). Its
+    # estimate reads <g, x0 - x>, how far the parameters have moved: in the first steps, steps
+    # of d0 = 1e-6 on parameters of 1 to 10, a few float32 ulps of them, which the float64
+    # reference has exactly. After 100 steps d is 4.7% below the reference's, and the
+    # trajectory 2.6e-3 of scale away (trajectory_tol); each step's arithmetic, fed jadam's
+    # own parameters, is within the default ulps. (With d0 = 1e-4, below, the parameters move
+    # by many ulps and the default 2e-6 holds.) float16 parameters: steps of d0 are below
+    # float16's normal range (6e-5), so the first updates keep a few bits.
+    Case("prodigy", jadam.prodigy, {}, reference.Prodigy(), trajectory_tol=1e-2,
+         unsupported_precisions=("f16-f32-nu", "f16-f32-state"),
+         converge={"parabola": (1.0, 1500, 1e-3), "rosenbrock": (1.0, 6000, 1e-2)}),
+    Case(
+        # optax always folds Adam's bias corrections into the rate; it puts the new d in the
+        # eps term (see jadam.prodigy).
+        "prodigy-bias-corrected-decay",
+        jadam.prodigy,
+        {"bias_correction": True, "weight_decay": 0.01},
+        reference.Prodigy(bias_correction=True, weight_decay=0.01),
+        lambda: optax.contrib.prodigy(weight_decay=0.01),
+        unsupported_precisions=("f16-f32-nu", "f16-f32-state"),
+        converge={"parabola": (1.0, 1500, 1e-3), "rosenbrock": (1.0, 6000, 1e-2)},
+    ),
+    Case(
+        "prodigy-tuned-maximize",
+        jadam.prodigy,
+        {"learning_rate": 0.5, "b3": 0.99, "d0": 1e-4, "d_coef": 0.5, "maximize": True},
+        reference.Prodigy(learning_rate=0.5, b3=0.99, d0=1e-4, d_coef=0.5, maximize=True),
+        unsupported_precisions=("f16-f32-nu", "f16-f32-state"),
+        converge={"parabola": (1.0, 1500, 1e-3), "rosenbrock": (1.0, 6000, 1e-2)},
     ),
     Case(
         "lamb",

@@ -811,3 +811,114 @@ class StableAdamW:
         rate = self.learning_rate / max(1.0, rms)
         step = -rate * (m_hat / (np.sqrt(v_hat) + self.eps) + self.weight_decay * wide(p))
         return step, {"mu": m, "nu": v}
+
+
+def _newton_schulz_by_svd(m: np.ndarray, steps: int, eps: float,
+                          coeffs=(3.4445, -4.7750, 2.0315)) -> np.ndarray:
+    """Jordan et al.'s Newton-Schulz iteration, computed on the singular values: for
+    M / (||M||_F + eps) = U S V^H, each X <- a X + b (X X^H) X + c (X X^H)^2 X maps S to
+    a S + b S^3 + c S^5 and keeps U and V, so the result is U p(p(...p(S))) V^H."""
+    if m.size == 0:
+        return np.zeros_like(m)
+    x = m / (np.sqrt(np.sum(_sq(m))) + eps)
+    u, s, vh = np.linalg.svd(x, full_matrices=False)
+    a, b, c = coeffs
+    for _ in range(steps):
+        s = a * s + b * s**3 + c * s**5
+    return (u * s) @ vh
+
+
+@dataclasses.dataclass
+class Muon:
+    """Muon, Algorithm 1 of Liu et al. (2025), on the arrays of two dimensions:
+    M_t = mu M_{t-1} + G_t, O_t = NS(G_t + mu M_t) with Nesterov (Jordan et al.'s code) or
+    NS(M_t), and W_t = W_{t-1} - lr (0.2 sqrt(max(A, B)) O_t + wd W_{t-1}); with
+    ``consistent_rms=None``, Jordan et al.'s sqrt(max(1, B / A)) in place of
+    0.2 sqrt(max(A, B)). The other arrays: AdamW (Loshchilov & Hutter, Algorithm 2) with
+    adam_b1, adam_b2 and eps, the same rate and decay. A matrix keeps a (1, 1) "nu" of zeros,
+    as jadam's state does, so that a test can feed that state in."""
+
+    learning_rate: float = 1e-3
+    beta: float = 0.95
+    ns_steps: int = 5
+    eps: float = 1e-8
+    adam_b1: float = 0.9
+    adam_b2: float = 0.999
+    weight_decay: float = 1e-2
+    consistent_rms: float | None = 0.2
+    nesterov: bool = True
+    maximize: bool = False
+
+    def init(self, p):
+        shape = np.shape(p)
+        nu_shape = (1, 1) if len(shape) == 2 else shape
+        return {"mu": np.zeros(shape), "nu": np.zeros(nu_shape)}
+
+    def step(self, state, g, p, t):
+        g = gradient(g, p, maximize=self.maximize)
+        theta = wide(p)
+        if np.ndim(g) != 2:
+            adam = Adam(learning_rate=self.learning_rate, b1=self.adam_b1, b2=self.adam_b2,
+                        eps=self.eps, weight_decay=self.weight_decay, decoupled=True)
+            return adam.step(state, g, p, t)
+        rows, cols = np.shape(g)
+        m = self.beta * state["mu"] + g
+        o = _newton_schulz_by_svd(g + self.beta * m if self.nesterov else m, self.ns_steps,
+                                  self.eps)
+        if self.consistent_rms is None:
+            scale = np.sqrt(max(1.0, cols / max(rows, 1)))
+        else:
+            scale = self.consistent_rms * np.sqrt(max(rows, cols))
+        step = -self.learning_rate * (scale * o + self.weight_decay * theta)
+        return step, {"mu": m, "nu": state["nu"]}
+
+
+@dataclasses.dataclass
+class Prodigy:
+    """Prodigy, Algorithm 4 of Mishchenko & Defazio (2024), the Adam version, over a whole
+    tree (``whole_tree``: the estimate of d is one number for all arrays). Per array,
+    m = b1 m + (1 - b1) d g, v = b2 v + (1 - b2) d^2 g^2, s = b3 s + (1 - b3) lr d^2 g; over
+    the tree, r = b3 r + (1 - b3) lr d^2 sum <g, x0 - x>, d' = max(d, d_coef r / sum |s|_1);
+    the step -lr d (m / (sqrt(v) + d eps) + wd x) uses the old d. ``bias_correction``
+    multiplies lr by sqrt(1 - b2^t) / (1 - b1^t) (the authors' option)."""
+
+    learning_rate: float = 1.0
+    b1: float = 0.9
+    b2: float = 0.999
+    b3: float | None = None
+    eps: float = 1e-8
+    d0: float = 1e-6
+    d_coef: float = 1.0
+    weight_decay: float = 0.0
+    bias_correction: bool = False
+    maximize: bool = False
+    whole_tree = True
+
+    def init(self, p):
+        zeros = np.zeros(np.shape(p), np.result_type(p, np.float64))
+        return {"mu": zeros, "nu": np.zeros(np.shape(p)), "s": zeros.copy(),
+                "x0": np.array(wide(p))}
+
+    def init_carry(self) -> dict[str, float]:
+        return {"d": self.d0, "r": 0.0}
+
+    def step_tree(self, states, carry, grads, params, t):
+        b3 = np.sqrt(self.b2) if self.b3 is None else self.b3
+        lr = self.learning_rate
+        if self.bias_correction:
+            lr = lr * np.sqrt(1 - self.b2**t) / (1 - self.b1**t)
+        d = carry["d"]
+        updates, new_states, inner, l1 = [], [], 0.0, 0.0
+        for state, g, p in zip(states, grads, params, strict=True):
+            g = gradient(g, p, maximize=self.maximize)
+            x = wide(p)
+            m = self.b1 * state["mu"] + (1 - self.b1) * d * g
+            v = self.b2 * state["nu"] + (1 - self.b2) * d**2 * _sq(g)
+            s = b3 * state["s"] + (1 - b3) * lr * d**2 * g
+            inner += float(np.sum(np.conj(g) * (state["x0"] - x)).real)
+            l1 += float(np.sum(np.abs(s)))
+            updates.append(-lr * d * (m / (np.sqrt(v) + d * self.eps) + self.weight_decay * x))
+            new_states.append({"mu": m, "nu": v, "s": s, "x0": state["x0"]})
+        r = b3 * carry["r"] + (1 - b3) * lr * d**2 * inner
+        d_new = max(d, self.d_coef * r / l1) if l1 > 0 else d
+        return updates, new_states, {"d": d_new, "r": r}

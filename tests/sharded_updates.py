@@ -65,6 +65,15 @@ def collectives(hlo: str) -> dict[str, int]:
     return counts
 
 
+def gathered_elements(hlo: str) -> int:
+    """How many elements the program's all-gathers put on one device, in all: the sum of
+    their results' sizes."""
+    total = 0
+    for dims in re.findall(r"= \w+\[([\d,]*)\][^=]*? all-gather(?:-start)?\(", hlo):
+        total += int(np.prod([int(d) for d in dims.split(",") if d]))
+    return total
+
+
 def main() -> None:
     assert jax.device_count() == 8, jax.devices()
     mesh = Mesh(np.array(jax.devices()).reshape(2, 4), ("data", "model"))
@@ -133,6 +142,7 @@ def main() -> None:
                 "max_relative_difference": max(diffs),
                 "bitwise": all(d == 0 for d in diffs),
                 "collectives": collectives(compiled.as_text()),
+                "gathered_elements": gathered_elements(compiled.as_text()),
                 "shardings_kept": kept,
                 "same_state_layout": same_layout,
                 "state_bytes": sum(x.nbytes for x in jax.tree.leaves(s1)),

@@ -233,7 +233,7 @@ def test_dtypes_are_kept(case: Case) -> None:
 #: The state fields whose dtype ``mu_dtype`` sets (the averages of gradients) and those
 #: ``nu_dtype`` sets (of their squares, Adafactor's factors among them); every other field
 #: that holds one array per parameter has the parameter's dtype.
-_MU_FIELDS = {"mu", "mu_diff", "mu_slow"}
+_MU_FIELDS = {"mu", "mu_diff", "mu_slow", "s"}  # (Prodigy's s: a weighted sum of gradients)
 _NU_FIELDS = {"nu", "nu_max", "v_row", "v_col", "v"}
 
 

@@ -24,7 +24,9 @@ COMPLEX_CASES = [c for c in CASES if not c.id.startswith(REFUSED)]
 #: Cases whose optax transformation has no complex form: adadelta squares with ``g**2``
 #: (complex, not |g|^2; optax's own alias tests skip complex for it), and contrib.adopt's
 #: clipping raises on complex values (unclipped, it matches).
-OPTAX_NOT_COMPLEX = {"adadelta", "adopt"}
+OPTAX_NOT_COMPLEX = {"adadelta", "adopt",
+                     # optax's Prodigy squares a complex gradient as g * g, not |g|^2
+                     "prodigy-bias-corrected-decay"}
 
 
 def _complex_tree(seed: int) -> dict:

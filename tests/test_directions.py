@@ -40,10 +40,12 @@ def test_direction_times_minus_lr_is_the_optimizer(name: str) -> None:
 def test_direction_takes_the_optimizers_hyperparameters(name: str) -> None:
     """The block takes the optimizer's arguments but the learning rate, weight decay, mask and
     maximize, with the same defaults. (Adan's block takes ``proximal``, the form of the decay,
-    since the full optimizer is built from it.)"""
+    since the full optimizer is built from it. Muon's ``others``, a transformation for the
+    leaves that are not matrices, is the full optimizer's: the block is the Muon part.)"""
     direction = inspect.signature(getattr(jadam, name)).parameters
     full = inspect.signature(jadam.optimizers[name.removeprefix("scale_by_")].make).parameters
-    dropped = {"learning_rate", "weight_decay", "mask", "maximize", "decoupled_weight_decay"}
+    dropped = {"learning_rate", "weight_decay", "mask", "maximize", "decoupled_weight_decay",
+               "others"}
     assert set(direction) == set(full) - dropped, name
     for arg, p in direction.items():
         assert p.default == full[arg].default, (name, arg)

@@ -26,7 +26,7 @@ def test_all_is_the_public_api() -> None:
          "cautious", "tune", "pack", "unpack", "packed", "Packed", "PackIndex", "PackedState",
          "quantized", "quantize", "one_pass", "checkpoint", "skip_nonfinite", "state_shardings",
          "SkipNonfiniteState", "kahan_summation", "KahanSummationState", "stochastic_rounding",
-         "StochasticRoundingState", "PackedModel",
+         "StochasticRoundingState", "PackedModel", "muon_newton_schulz", "ProdigyState",
          *jadam.optimizers, *states, *directions]
     )
     # Each building block belongs to an optimizer of the registry.

@@ -24,7 +24,8 @@ import jadam
 
 DTYPES = [jnp.float32, jnp.bfloat16, jnp.float16]
 # Moving-average and momentum rates, drawn in [0, 0.999]; rho must be inside (0, 1).
-RATES = {"b1", "b2", "b3", "decay", "momentum", "rho", "momentum_decay", "dampening"}
+RATES = {"b1", "b2", "b3", "decay", "momentum", "rho", "momentum_decay", "dampening", "beta",
+         "adam_b1", "adam_b2"}
 # Arguments that change the structure of the state or the program, which the battery covers.
 STRUCTURAL = {"initial_accumulator_value", "alpha_warmup", "b3_warmup", "warmup_steps",
               "beta2_decay", "d", "weight_lr_power", "clipping_threshold"}

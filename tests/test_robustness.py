@@ -170,7 +170,7 @@ def missing_params_named(name: str) -> None:
         with pytest.raises(ValueError, match=re.escape(f"jadam.{name}: update() needs params")):
             tx.update(params, tx.init(params))
         tx = make(name, weight_decay=0.0)
-        if name not in {"adafactor", "lamb", "schedule_free_adamw"}:
+        if name not in {"adafactor", "lamb", "schedule_free_adamw", "prodigy"}:
             tx.update(params, tx.init(params))  # without decay, params are not needed
     else:
         updates, _ = tx.update(params, tx.init(params))
@@ -202,7 +202,8 @@ def float16_squared_gradient_saturates(name: str) -> None:
     """A float16 gradient of 3e4 squares to 9e8, past float16's 65504: the stored moments
     saturate instead of becoming inf, and later ordinary steps still move the parameters."""
     params = {"w": jnp.ones((4,), jnp.float16)}
-    tx = make(name, learning_rate=1e-2)
+    # (Prodigy's steps start at d0 = 1e-6, below float16's range; 1e-2 makes them visible.)
+    tx = make(name, learning_rate=1e-2, **({"d0": 1e-2} if name == "prodigy" else {}))
     state = tx.init(params)
     big = {"w": jnp.array([3e4, -3e4, 1.0, 0.5], jnp.float16)}
     updates, state = tx.update(big, state, params)
@@ -275,9 +276,12 @@ def step_count_saturates(name: str) -> None:
 @behaviour
 def jit_and_eager_agree(name: str) -> None:
     """Within 4 float32 ulps, normwise per leaf: XLA contracts multiply-adds into FMAs (one
-    rounding instead of two) in a compiled step but not op by op; observed at most 1 ulp."""
+    rounding instead of two) in a compiled step but not op by op; observed at most 1 ulp.
+    Prodigy's r is a sum over the tree of <g, x0 - x>, whose terms cancel: a few ulps of each
+    term are 12 of the sum (observed), so 64 there."""
     params = tree()
     tx = make(name)
+    ulps = 64 if name == "prodigy" else 4
     eager_p, eager_s = run(tx, params, tx.init(params), range(3), step=_step(tx))
     jit_p, jit_s = run(tx, params, tx.init(params), range(3))
     eps = float(jnp.finfo(jnp.float32).eps)
@@ -285,7 +289,7 @@ def jit_and_eager_agree(name: str) -> None:
                     strict=True):
         if jnp.issubdtype(a.dtype, jnp.floating) and a.size:
             err = float(jnp.linalg.norm((a - b).ravel()))
-            assert err <= 4 * eps * max(float(jnp.linalg.norm(b.ravel())), 1e-30), (a, b)
+            assert err <= ulps * eps * max(float(jnp.linalg.norm(b.ravel())), 1e-30), (a, b)
         else:
             np.testing.assert_array_equal(a, b)
 

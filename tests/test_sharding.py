@@ -36,6 +36,11 @@ LAYOUTS = ["adam-8bit", "adam-4bit", "adam-packed", "adam-skip-nonfinite", "adam
            "adamw-stochastic-bf16"]
 # Whether any gradient entry is not finite is one boolean over all shards: an all-reduce, exact.
 ALL_REDUCE = REDUCING | {"adam-skip-nonfinite"}
+# Muon's Newton-Schulz iteration multiplies whole matrices: XLA keeps a matrix split along its
+# longer side (the kernel's columns here) and all-reduces only the smaller Gram matrix each
+# step, but gathers a matrix split along its shorter side (and moves slices when split both
+# ways).
+GATHERS = {"muon"}
 SPLIT = ["model-rows", "model-cols", "data-model"]
 
 
@@ -78,11 +83,14 @@ def test_split_parameters_need_no_collective_the_math_does_not(report: dict, nam
     """Parameters split over the model axis (and the data axis): XLA keeps every input's
     sharding for the outputs by itself (no out_shardings given), and the compiled update has
     no collective, except the all-reduce of the sums the reducing optimizers take (and of
-    skip_nonfinite's one boolean)."""
+    skip_nonfinite's one boolean), and Muon's (see GATHERS): split along its longer side, a
+    matrix needs only the all-reduce of its Gram matrix."""
     for part in ["replicated", *SPLIT]:
         r = report[f"{name}/{part}"]
         assert r["shardings_kept"], (part, r)
         allowed = {"all-reduce"} if name in ALL_REDUCE and part != "replicated" else set()
+        if name in GATHERS and part in ("model-rows", "data-model"):
+            allowed |= {"all-gather", "collective-permute"}
         assert set(r["collectives"]) <= allowed, (part, r["collectives"])
 
 
@@ -103,6 +111,8 @@ def test_split_updates_equal_the_one_device_updates(report: dict, name: str) -> 
             bound = 5e-2 if name == "adam-8bit" else 1.0
             assert r["max_relative_difference"] <= bound, (part, r)
             assert not r["same_state_layout"]
+        elif name in GATHERS:  # Gram matrices summed in another order, through the quintic
+            assert r["max_relative_difference"] <= 4e-6, (part, r)
         elif name in REDUCING:
             assert r["max_relative_difference"] <= 1e-6, (part, r)
         else:
@@ -125,10 +135,28 @@ def test_zero_state_sharding_cuts_state_memory_by_the_data_axis(report: dict, na
     assert r["state_bytes_on_device_0"] <= r["state_bytes"] / 2 + 64, r
     assert set(r["collectives"]) <= {"all-gather", "all-reduce", "all-to-all",
                                      "collective-permute"}, r["collectives"]
-    if name in REDUCING or name in {"adam-8bit", "adam-4bit", "lion"}:
+    if name in GATHERS:
+        assert r["max_relative_difference"] <= 4e-6, r
+    elif name in REDUCING or name in {"adam-8bit", "adam-4bit", "lion"}:
         assert r["max_relative_difference"] <= 1e-6, r
     else:
         assert r["bitwise"], r
+
+
+def test_muon_gathers_at_most_its_split_matrix(report: dict) -> None:
+    """What Muon moves for its 8x16 kernel (128 elements; the other leaves are AdamW's and
+    need nothing), per Newton-Schulz step, where each step needs the whole matrix: split
+    along its columns, no gather (each device multiplies its columns and the 8x8 Gram matrix
+    is all-reduced); along its rows, the kernel, its transpose and the Gram matrix (320
+    elements); both ways, slices (64). Under ZeRO the state is split but the replicated
+    parameters need the gathered update, as for every optimizer: AdamW's gathers plus at
+    most one kernel."""
+    kernel = 8 * 16
+    assert report["muon/model-cols"]["gathered_elements"] == 0
+    for part in ("model-rows", "data-model"):
+        assert report[f"muon/{part}"]["gathered_elements"] <= 3 * kernel, part
+    zero = report["muon/zero-data"]["gathered_elements"]
+    assert zero <= report["adamw/zero-data"]["gathered_elements"] + kernel
 
 
 def test_the_report_covers_every_optimizer(report: dict) -> None:
