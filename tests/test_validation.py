@@ -153,7 +153,7 @@ def test_weight_decay_needs_params() -> None:
 
 
 # The optimizers whose math reads the parameters themselves, not only for weight decay.
-READS_PARAMS = {"lamb", "adafactor", "schedule_free_adamw"}
+READS_PARAMS = {"lamb", "adafactor", "schedule_free_adamw", "prodigy"}
 
 
 def test_optimizers_that_read_params_say_so() -> None:
