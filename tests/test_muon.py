@@ -112,3 +112,41 @@ def test_bad_arguments_are_refused_with_a_reason(kwargs: dict, message: str) -> 
 
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_others_in_nnx_optimizer_with_an_orbax_round_trip(tmp_path) -> None:
+    """``others=`` makes optax's PartitionState (masked nodes included): nnx.Optimizer
+    trains with it, and its nnx.state saved and restored with orbax halfway gives the
+    run that never stopped."""
+    from flax import nnx
+    ocp = pytest.importorskip("orbax.checkpoint")
+    x = jnp.asarray(np.random.default_rng(4).standard_normal((8, 4)), jnp.float32)
+
+    def make():
+        model = nnx.Linear(4, 3, rngs=nnx.Rngs(0))
+        tx = jadam.muon(1e-2, others=jadam.lion(1e-3))
+        return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, opt):
+        grads = nnx.grad(lambda m: jnp.mean(m(x) ** 2))(model)
+        opt.update(model, grads)
+
+    model, opt = make()
+    for _ in range(4):
+        step(model, opt)
+    straight = nnx.state(model, nnx.Param)
+
+    model, opt = make()
+    for _ in range(2):
+        step(model, opt)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(tmp_path / "opt", nnx.state(opt))
+    checkpointer.save(tmp_path / "model", nnx.state(model))
+    checkpointer.wait_until_finished()
+    model2, opt2 = make()
+    nnx.update(opt2, checkpointer.restore(tmp_path / "opt", nnx.state(opt2)))
+    nnx.update(model2, checkpointer.restore(tmp_path / "model", nnx.state(model2)))
+    for _ in range(2):
+        step(model2, opt2)
+    jax.tree.map(np.testing.assert_array_equal, nnx.state(model2, nnx.Param), straight)
