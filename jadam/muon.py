@@ -282,14 +282,14 @@ def muon(
     fn = "jadam.muon"
     args = dict(locals())
     del args["others"], args["fn"]
+    muon_part = layout.alias(fn, scale_by_muon, args, decoupled=True)
     if others is None:
-        return layout.alias(fn, scale_by_muon, args, decoupled=True)
+        return muon_part
     if not isinstance(others, optax.GradientTransformation):
         raise ValueError(
             f"{fn}(others={others!r}): others must be an optax transformation for the leaves "
             "that are not matrices, such as jadam.adamw(3e-4)"
         )
-    muon_part = layout.alias(fn, scale_by_muon, args, decoupled=True)  # (checks matrices)
     matrix = two_dimensional if matrices is None else matrices
 
     def labels(params: Any) -> Any:

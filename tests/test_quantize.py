@@ -341,15 +341,16 @@ _CHUNKED = textwrap.dedent("""
             elementwise = True
         except ValueError:
             elementwise = False
-        def whiles(tx):  # loops in the compiled step (Muon's Newton-Schulz has its own)
-            text = jax.jit(train_step(tx)).lower(params, tx.init(params), grads[0])
-            return text.compile().as_text().count(" while(")
-        own = whiles(case.make())
+        def whiles(step, tx):  # loops in the compiled step (Muon's Newton-Schulz has its own)
+            text = step.lower(params, tx.init(params), grads[0]).compile().as_text()
+            return text.count(" while(")
+        plain = case.make()
+        own = whiles(jax.jit(train_step(plain)), plain)
         results, loops = [], []
         for chunk in (4 * 256, 1 << 40):  # (8 blocks of 4 bits)
             blockwise.CHUNK = chunk  # read when the step is traced
             step = jax.jit(train_step(tx))
-            loops.append(whiles(tx) > own)
+            loops.append(whiles(step, tx) > own)
             results.append(run_to_bytes(step, tx, params, grads))
         report[f"{case.id}/{bits}"] = {
             "chunked": elementwise and coded and bits == 8, "loops": loops,
