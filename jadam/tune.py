@@ -61,19 +61,35 @@ class Trainable(NamedTuple):
         axis of ``steps`` (recorded step by step) and scalars (the value at the end, such as a
         validation loss to rank by). Running ``advance`` for ``a`` steps and then ``b`` must
         be running it for ``a + b``: the carry holds everything the next step depends on.
+      evaluate: optional, ``evaluate(config, carry) -> metrics``: scalars measured on the
+        carry (a test loss, say), added to ``advance``'s metrics wherever a run stops. Kept
+        apart from ``advance`` so that a run stepped from Python (:func:`compare`'s
+        ``steps_per_call``) measures them only every ``evaluate_every`` steps, not after each
+        call.
     """
 
     start: Callable[[Any, jax.Array], Any]
     advance: Callable[[Any, Any, int], tuple[Any, Mapping[str, jax.Array]]]
+    evaluate: Callable[[Any, Any], Mapping[str, jax.Array]] | None = None
+
+    def advance_and_evaluate(self, config: Any, carry: Any,
+                             steps: int) -> tuple[Any, dict[str, jax.Array]]:
+        """``advance`` for ``steps``, then ``evaluate`` (if given) at the end: the carry and
+        both metrics in one dict."""
+        carry, metrics = self.advance(config, carry, steps)
+        metrics = dict(metrics)
+        if self.evaluate is not None:
+            metrics.update(self.evaluate(config, carry))
+        return carry, metrics
 
 
 def as_train_fn(trainable: Trainable, steps: int) -> Callable[[Any, jax.Array], Any]:
     """A :class:`Trainable` as a whole run of ``steps`` steps: ``train_fn(config, seed)``
-    returning its metrics, for :func:`sweep` and :func:`compare`."""
+    returning its metrics, for :func:`sweep`."""
     steps = _positive_int("as_train_fn", "steps", steps)
 
     def train_fn(config: Any, seed: jax.Array) -> Any:
-        return trainable.advance(config, trainable.start(config, seed), steps)[1]
+        return trainable.advance_and_evaluate(config, trainable.start(config, seed), steps)[1]
 
     return train_fn
 
@@ -305,7 +321,8 @@ def successive_halving(
         one configuration.
       num_configs: how many configurations to sample (``None``: the whole grid).
       seed: seeds the sampling and is every run's training seed.
-      metric: the scalar in ``advance``'s metrics to rank by, its value at the end of a rung
+      metric: the scalar in ``advance``'s (or ``evaluate``'s) metrics to rank by, its value at
+        the end of a rung
         (NaN ranks last).
       mode: ``"min"`` or ``"max"``.
       vectorize: runs side by side, as in :func:`sweep`.
@@ -341,8 +358,8 @@ def successive_halving(
     @functools.partial(jax.jit, static_argnums=2, donate_argnums=1)
     def advance_all(hp: dict[str, jax.Array], carry: Any, steps: int) -> Any:
         size = jax.tree.leaves((hp, carry))[0].shape[0]  # (every leaf stacks the runs)
-        return _map_runs(lambda a: trainable.advance(a[0], a[1], steps), (hp, carry),
-                         min(width, size))
+        return _map_runs(lambda a: trainable.advance_and_evaluate(a[0], a[1], steps),
+                         (hp, carry), min(width, size))
 
     alive = np.arange(n)
     carry = start_all(hp_all, jnp.full((n,), seed, jnp.int32))
@@ -553,21 +570,32 @@ def compare(
     accuracy: str = "accuracy",
     progress: Callable[[str], None] | None = None,
     steps: int | None = None,
+    evaluate_every: int | None = None,
+    steps_per_call: int | None = None,
 ) -> dict[str, Any]:
     """Trains the same model on the same data, seeds and batches with several optimizers.
 
     Args:
       train_fn: ``train_fn(tx, seed)`` trains with the optax transformation ``tx`` and returns
         curves, arrays over steps (or epochs): ``"loss"`` and optionally ``"accuracy"``. It is
-        jitted once per optimizer, the seed traced.
+        jitted once per optimizer, the seed traced. Or a :class:`Trainable` whose config is
+        the transformation, with ``steps=``.
       optimizers: names in ``jadam.optimizers``, or a mapping from a label to
         ``{"name": ..., **hyperparameters}`` (the label is the name if ``"name"`` is absent).
       seeds: the seeds each optimizer runs with (the same ones for all).
       target_loss: report the first step where the loss falls to this value.
       accuracy: the key of the accuracy curve, if ``train_fn`` returns one.
-      progress: called with each label after its runs (a progress bar's hook).
-      steps: with a :class:`Trainable` for ``train_fn`` (its config the transformation), how
-        many steps each run trains.
+      progress: called with the label after each run, one per seed (a progress bar's hook).
+      steps: with a :class:`Trainable`, how many steps each run trains.
+      evaluate_every: with a :class:`Trainable`, its scalar metrics (``evaluate``'s, and
+        ``advance``'s scalars) are recorded every this many steps (an epoch, say), as curves
+        of ``steps // evaluate_every`` points; it must divide ``steps``. ``None``: once, at
+        the end.
+      steps_per_call: with a :class:`Trainable`, how many steps one compiled call trains; the
+        calls are made from Python, each continuing from the last carry (donated), and must
+        divide ``evaluate_every``. ``None``: ``evaluate_every`` steps. Use 1 where a step
+        inside a compiled loop is slower than alone: on XLA:CPU, a CNN's convolutions (the
+        MNIST example's step ran 7x-20x slower inside ``lax.scan`` than jitted alone).
 
     Returns:
       ``{label: {"curves": {key: array (seeds, steps)}, "final_loss": (mean, std),
@@ -576,19 +604,34 @@ def compare(
     """
     from jadam.registry import optimizers as registry
 
-    train_fn = _train_fn("compare", train_fn, steps)
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("jadam.tune.compare: seeds is empty")
+    if isinstance(train_fn, Trainable):
+        if steps is None:
+            raise ValueError("jadam.tune.compare: a Trainable needs steps=")
+        runner = _stepped_runner(train_fn, _positive_int("compare", "steps", steps),
+                                 evaluate_every, steps_per_call)
+    else:
+        if steps is not None or evaluate_every is not None or steps_per_call is not None:
+            raise ValueError("jadam.tune.compare: steps=, evaluate_every= and steps_per_call="
+                             " are for a Trainable; train_fn runs whole")
+        runner = _whole_runner(train_fn)
     specs = ({name: {"name": name} for name in optimizers} if not isinstance(optimizers, Mapping)
              else {label: {"name": label, **dict(spec)} for label, spec in optimizers.items()})
     out = {}
     for label, spec in specs.items():
         spec = dict(spec)
         tx = registry[spec.pop("name")].make(**spec)
-        run = jax.jit(lambda seed, tx=tx: train_fn(tx, seed))
         start = time.perf_counter()
-        compiled = run.lower(jnp.int32(seeds[0])).compile()
+        run = runner(tx, seeds[0])
         compile_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        runs = [jax.device_get(compiled(jnp.int32(s))) for s in seeds]
+        runs = []
+        for s in seeds:
+            runs.append(run(s))
+            if progress is not None:
+                progress(label)
         seconds = time.perf_counter() - start
         curves = {k: np.stack([np.asarray(r[k]) for r in runs]) for k in runs[0]}
         final = curves["loss"][:, -1]
@@ -609,9 +652,63 @@ def compare(
                 for c in curves["loss"]
             ]
         out[label] = entry
-        if progress is not None:
-            progress(label)
     return out
+
+
+def _whole_runner(train_fn: Callable[[Any, jax.Array], Any]) -> Callable[..., Any]:
+    """``runner(tx, seed)`` compiles ``train_fn`` for ``tx`` and returns ``run(seed)``."""
+
+    def runner(tx: optax.GradientTransformation, seed: int) -> Callable[[int], Any]:
+        compiled = jax.jit(lambda s: train_fn(tx, s)).lower(jnp.int32(seed)).compile()
+        return lambda s: jax.device_get(compiled(jnp.int32(s)))
+
+    return runner
+
+
+def _stepped_runner(trainable: Trainable, steps: int, evaluate_every: int | None,
+                    steps_per_call: int | None) -> Callable[..., Any]:
+    """A :class:`Trainable` run from Python: ``steps_per_call`` steps per compiled call, the
+    scalars every ``evaluate_every`` steps."""
+    fn = "compare"
+    every = steps if evaluate_every is None else _positive_int(fn, "evaluate_every",
+                                                               evaluate_every)
+    per_call = every if steps_per_call is None else _positive_int(fn, "steps_per_call",
+                                                                  steps_per_call)
+    if steps % every or every % per_call:
+        raise ValueError(f"jadam.tune.{fn}: steps_per_call ({per_call}) must divide "
+                         f"evaluate_every ({every}), which must divide steps ({steps})")
+
+    def runner(tx: optax.GradientTransformation, seed: int) -> Callable[[int], Any]:
+        start = jax.jit(lambda s: trainable.start(tx, s)).lower(jnp.int32(seed)).compile()
+        carry_shape = jax.eval_shape(lambda s: trainable.start(tx, s), jnp.int32(seed))
+        advance = jax.jit(lambda c: trainable.advance(tx, c, per_call),
+                          donate_argnums=0).lower(carry_shape).compile()
+        evaluate = None
+        if (evaluate_fn := trainable.evaluate) is not None:
+            evaluate = jax.jit(lambda c: evaluate_fn(tx, c)).lower(carry_shape).compile()
+
+        def run(s: int) -> dict[str, np.ndarray]:
+            carry = start(jnp.int32(s))
+            curves: dict[str, list[Any]] = {}
+            points: dict[str, list[Any]] = {}
+            for _ in range(steps // every):
+                for _ in range(every // per_call):
+                    carry, metrics = advance(carry)
+                    for k, v in metrics.items():
+                        if jnp.ndim(v):
+                            curves.setdefault(k, []).append(v)
+                scalars = {k: v for k, v in metrics.items() if not jnp.ndim(v)}
+                if evaluate is not None:
+                    scalars.update(evaluate(carry))
+                for k, v in scalars.items():
+                    points.setdefault(k, []).append(v)
+            out = {k: np.concatenate(jax.device_get(v)) for k, v in curves.items()}
+            out.update({k: np.stack(jax.device_get(v)) for k, v in points.items()})
+            return out
+
+        return run
+
+    return runner
 
 
 def save(result: Any, path: str) -> None:

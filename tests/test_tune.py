@@ -368,3 +368,72 @@ def test_compare_accepts_a_trainable() -> None:
                        {"adam": {}, "sgd": {"learning_rate": 0.1}}, steps=12)
     assert out["adam"]["curves"]["loss"].shape == (1, 12)
     assert out["sgd"]["final_loss"][0] < 12.0
+
+
+def _quadratic_trainable() -> tune.Trainable:
+    """Adam (or any transformation) on sum(x^2): the loss after each step as the curve, the
+    loss of the carry as ``evaluate``'s scalar, and a scalar from ``advance`` (the step
+    count) to show that advance's scalars are kept at each evaluation too."""
+    def start(tx, seed):
+        x = jnp.linspace(-2.0, 3.0, 5) + seed.astype(jnp.float32)
+        return {"x": x, "s": tx.init(x), "t": jnp.zeros((), jnp.int32)}
+
+    def advance(tx, carry, steps):
+        def step(c, _):
+            u, s = tx.update(2 * c["x"], c["s"], c["x"])
+            x = optax.apply_updates(c["x"], u)
+            return {"x": x, "s": s, "t": c["t"] + 1}, jnp.sum(x ** 2)
+        if steps == 1:
+            carry, loss = step(carry, None)
+            losses = loss[None]
+        else:
+            carry, losses = jax.lax.scan(step, carry, length=steps)
+        return carry, {"loss": losses, "t": carry["t"]}
+
+    def evaluate(tx, carry):
+        return {"value": jnp.sum(carry["x"] ** 2)}
+
+    return tune.Trainable(start, advance, evaluate)
+
+
+def test_compare_steps_a_trainable_from_python() -> None:
+    """steps_per_call=1 (a compiled step per Python call, each continuing from the last
+    carry) trains as one compiled call of every step does: bit for bit without FMA, to 4 ulps
+    of scale with it (XLA may contract a step inside a loop otherwise); the scalars are
+    recorded every evaluate_every steps, at the step the curve says; the progress hook fires
+    once per run."""
+    trainable = _quadratic_trainable()
+    specs = {"adam": {"learning_rate": 0.1}, "sgd": {"learning_rate": 0.05}}
+    calls = []
+    stepped = tune.compare(trainable, specs, seeds=(0, 1), steps=12, evaluate_every=4,
+                           steps_per_call=1, progress=calls.append)
+    assert calls == ["adam", "adam", "sgd", "sgd"]
+    whole = tune.compare(trainable, specs, seeds=(0, 1), steps=12)
+    for label in specs:
+        got, want = stepped[label]["curves"], whole[label]["curves"]
+        assert got["loss"].shape == want["loss"].shape == (2, 12)
+        assert got["value"].shape == got["t"].shape == (2, 3)
+        assert want["value"].shape == (2, 1)
+        np.testing.assert_array_equal(got["t"], [[4, 8, 12]] * 2)
+        if WITHOUT_FMA:
+            np.testing.assert_array_equal(got["loss"], want["loss"])
+        else:
+            assert_trees_within_scale_ulps(got["loss"], want["loss"], ulps=4)
+        np.testing.assert_array_equal(got["value"], got["loss"][:, 3::4])
+        np.testing.assert_array_equal(got["value"][:, -1], want["value"][:, 0])
+    assert stepped["adam"]["final_loss"][0] < 0.5 * float(np.sum(np.linspace(-2, 3, 5) ** 2))
+
+
+def test_compare_refuses_bad_stepping() -> None:
+    trainable = _quadratic_trainable()
+    for kwargs in [{"steps": 12, "evaluate_every": 5}, {"steps": 12, "evaluate_every": 4,
+                                                          "steps_per_call": 3},
+                   {"steps": 12, "steps_per_call": 0}]:
+        with pytest.raises(ValueError, match=r"steps_per_call|evaluate_every"):
+            tune.compare(trainable, ["adam"], **kwargs)
+    with pytest.raises(ValueError, match="Trainable"):
+        tune.compare(trainable, ["adam"])
+    with pytest.raises(ValueError, match="for a Trainable"):
+        tune.compare(lambda tx, seed: {"loss": jnp.zeros(3)}, ["adam"], evaluate_every=1)
+    with pytest.raises(ValueError, match="seeds"):
+        tune.compare(trainable, ["adam"], steps=4, seeds=())

@@ -99,6 +99,8 @@ def test_bit_for_bit_the_plain_updates_without_fma() -> None:
 _EXACT_TESTS = [
     "tests/test_tune.py::test_sequential_sweep_is_the_solo_runs",
     "tests/test_tune.py::test_halving_survivors_continue_as_if_never_paused",
+    "tests/test_tune.py::test_compare_steps_a_trainable_from_python",
+    "tests/test_tools.py::test_the_examples_trainable_trains_as_its_curves_function",
     "tests/test_adam.py::test_any_fixed_hyperparameters_equal_traced_ones",
     "tests/test_mnist_cnn.py::test_state_layouts_train_alike",
     *(f"tests/test_nnx.py::test_nnx_optimizer_trains_as_the_functional_loop[adam-{wrap}]"
@@ -110,7 +112,8 @@ _EXACT_TESTS = [
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the ISA cap is an XLA:CPU flag")
 def test_bit_for_bit_claims_of_other_test_files_without_fma() -> None:
-    """A sweep against solo runs, halving's curves against straight runs, fixed against
+    """A sweep against solo runs, halving's curves against straight runs, a comparison
+    stepped from Python against one compiled call, fixed against
     traced hyperparameters (Hypothesis), the
     example's packed state against plain state, Adam in every wrapper in flax.nnx against
     the functional loop, and complex AdamW packed, one-pass and skipping against plain: run

@@ -390,15 +390,22 @@ def make_train_fn(dataset: datasets.Dataset, *, optimizer: str = "adam", epochs:
     return train
 
 
-def make_trainable(dataset: datasets.Dataset, *, optimizer: str = "adam",
+def make_trainable(dataset: datasets.Dataset, *, optimizer: str | None = "adam",
                    batch_size: int = 64, train_size: int | None = None,
                    **fixed: Any) -> tune.Trainable:
-    """This CNN as a ``jadam.tune.Trainable``, for successive halving: ``start(hp, seed)``
-    initialises it, ``advance(hp, carry, steps)`` trains ``steps`` more steps (the batches a
-    function of the seed and the step count in the carry: epoch ``t // steps_per_epoch`` is a
-    permutation of the training set, so a paused run goes on with the batches it would have
-    had) and returns ``{"loss": per step, "test_loss", "test_accuracy"}`` at its end. The
-    optimizer is ``jadam.optimizers[optimizer]`` built from the traced ``hp`` and ``fixed``."""
+    """This CNN as a ``jadam.tune.Trainable``: ``start(config, seed)`` initialises it,
+    ``advance(config, carry, steps)`` trains ``steps`` more steps (the batches a function of
+    the seed and the step count in the carry: epoch ``t // steps_per_epoch`` is a permutation
+    of the training set, so a paused run goes on with the batches it would have had) and
+    returns ``{"loss": per step}``, and ``evaluate(config, carry)`` returns ``{"test_loss",
+    "test_accuracy"}``.
+
+    The config is a dict of traced hyperparameters, from which ``jadam.optimizers[optimizer]``
+    is built with ``fixed`` (for ``tune.successive_halving`` and ``tune.sweep``), or, with
+    ``optimizer=None``, the optax transformation itself (for ``tune.compare``). One step
+    (``steps=1``) is traced without a loop around it: ``tune.compare``'s ``steps_per_call=1``
+    then runs this CNN at the speed of the example's own jitted step on CPU (see
+    :func:`train_steps`)."""
     x_train = jnp.asarray(dataset.train_images[:train_size])
     y_train = jnp.asarray(dataset.train_labels[:train_size])
     x_test, y_test = jnp.asarray(dataset.test_images), jnp.asarray(dataset.test_labels)
@@ -406,20 +413,26 @@ def make_trainable(dataset: datasets.Dataset, *, optimizer: str = "adam",
     per_epoch = n // batch_size
     if per_epoch < 1:
         raise ValueError(f"{n} training images is less than one batch of {batch_size}")
-    make = jadam.optimizers[optimizer].make
+    if optimizer is None and fixed:
+        raise ValueError(f"make_trainable: {sorted(fixed)} need an optimizer name; with "
+                         "optimizer=None the config is the transformation")
+    make = None if optimizer is None else jadam.optimizers[optimizer].make
     graphdef = nnx.graphdef(CNN(dataset.image_shape, dataset.num_classes, rngs=nnx.Rngs(0)))
 
-    def start(hp: dict[str, jax.Array], seed: jax.Array) -> dict[str, Any]:
+    def transformation(config: Any) -> optax.GradientTransformation:
+        return config if make is None else make(**fixed, **config)
+
+    def start(config: Any, seed: jax.Array) -> dict[str, Any]:
         key = jax.random.key(seed)
         model = CNN(dataset.image_shape, dataset.num_classes,
                     rngs=nnx.Rngs(params=jax.random.fold_in(key, 0)))
         params = nnx.as_pure(nnx.state(model, nnx.Param))
-        return {"params": params, "opt_state": make(**fixed, **hp).init(params),
+        return {"params": params, "opt_state": transformation(config).init(params),
                 "t": jnp.zeros((), jnp.int32), "key": jax.random.key_data(key)}
 
-    def advance(hp: dict[str, jax.Array], carry: dict[str, Any],
+    def advance(config: Any, carry: dict[str, Any],
                 steps: int) -> tuple[dict[str, Any], dict[str, jax.Array]]:
-        tx = make(**fixed, **hp)
+        tx = transformation(config)
         key = jax.random.wrap_key_data(carry["key"])
 
         def step(c: dict[str, Any], _: Any) -> tuple[dict[str, Any], jax.Array]:
@@ -430,12 +443,18 @@ def make_trainable(dataset: datasets.Dataset, *, optimizer: str = "adam",
                                                     x_train[idx], y_train[idx])
             return {**c, "params": params, "opt_state": opt_state, "t": c["t"] + 1}, loss
 
+        if steps == 1:
+            carry, loss = step(carry, None)
+            return carry, {"loss": loss[None]}
         carry, losses = jax.lax.scan(step, carry, length=steps)
+        return carry, {"loss": losses}
+
+    def evaluate(config: Any, carry: dict[str, Any]) -> dict[str, jax.Array]:
         test_loss, accuracy = loss_and_accuracy(nnx.merge(graphdef, carry["params"]), x_test,
                                                 y_test)
-        return carry, {"loss": losses, "test_loss": test_loss, "test_accuracy": accuracy}
+        return {"test_loss": test_loss, "test_accuracy": accuracy}
 
-    return tune.Trainable(start, advance)
+    return tune.Trainable(start, advance, evaluate)
 
 
 def train_and_evaluate(config: Config, dataset: datasets.Dataset,
