@@ -55,20 +55,44 @@ def newton_schulz(
     transposition and its Gram matrix is then the smaller). Each singular value :math:`\sigma`
     goes through the odd polynomial :math:`a\sigma + b\sigma^3 + c\sigma^5`; with Jordan's
     coefficients they end in about [0.7, 1.2], which trains as well as exact orthogonalisation.
-    The products run at the highest precision the backend has (no TF32 or bfloat16 passes)."""
+    The products run at the highest precision the backend has (no TF32 or bfloat16 passes).
+
+    On a matrix split over a mesh of explicit axes (``jax.sharding.AxisType.Explicit``), the
+    split is honoured: along the longer side each step all-reduces the (replicated) Gram
+    matrix; along the shorter side, which every step would need whole, the matrix is
+    gathered once and the result split again as it came."""
     a, b, c = coeffs
+    spec = explicit_spec(x)
+    gram_sharding: dict[str, Any] = {}
+    if spec is not None:
+        if spec[0 if x.shape[0] <= x.shape[1] else 1] is not None:
+            whole = jax.sharding.reshard(x, jax.sharding.PartitionSpec())
+            return jax.sharding.reshard(newton_schulz(whole, steps, eps, coeffs),
+                                        jax.sharding.PartitionSpec(*spec))
+        # Split along the longer side only: the Gram matrix sums over the split, replicated.
+        gram_sharding = {"out_sharding": jax.sharding.PartitionSpec()}
     tall = x.shape[0] > x.shape[1]
     if tall:
         x = x.T
     x = x / (jnp.sqrt(jnp.sum(square(x))) + eps)
 
     def iteration(_: Any, x: jax.Array) -> jax.Array:
-        gram = jnp.matmul(x, x.conj().T, precision=jax.lax.Precision.HIGHEST)
+        gram = jnp.matmul(x, x.conj().T, precision=jax.lax.Precision.HIGHEST, **gram_sharding)
         poly = b * gram + c * jnp.matmul(gram, gram, precision=jax.lax.Precision.HIGHEST)
         return a * x + jnp.matmul(poly, x, precision=jax.lax.Precision.HIGHEST)
 
     x = jax.lax.fori_loop(0, jnp.asarray(steps).astype(jnp.int32), iteration, x)
     return x.T if tall else x
+
+
+def explicit_spec(x: jax.Array) -> tuple[Any, ...] | None:
+    """The mesh axes each dimension of ``x`` is split over, where its type says
+    (``AxisType.Explicit`` axes of the mesh set with ``jax.set_mesh``); ``None`` where it is
+    not split over any, or XLA chooses (``Auto`` axes, or no mesh)."""
+    spec = getattr(getattr(jax.typeof(x), "sharding", None), "spec", None)
+    if spec is None or all(axes is None for axes in spec):
+        return None
+    return (*spec, *(None,) * (x.ndim - len(spec)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +134,12 @@ class MuonRule(BiasCorrected):
         # (fan_in, fan_out): a Flax kernel's last axis is its output, the others its input.
         shape = g.shape
         rows, cols = math.prod(shape[:-1]), shape[-1]
+        spec = explicit_spec(m) if len(shape) > 2 else None
+        if spec is not None:  # split explicitly: gather before merging the axes, split after
+            m = jax.sharding.reshard(m, jax.sharding.PartitionSpec())
         o = newton_schulz(m.reshape(rows, cols), s.ns_steps, s.eps, self.ns_coeffs)
+        if spec is not None:
+            o = jax.sharding.reshard(o.reshape(shape), jax.sharding.PartitionSpec(*spec))
         scale: jax.Array | float = (
             s.consistent_rms * math.sqrt(max(rows, cols)) if self.rms_matching
             else math.sqrt(max(1.0, cols / max(rows, 1))))
@@ -259,11 +288,14 @@ def muon(
 
     Sharding: each Newton-Schulz step multiplies whole matrices. Split over devices along its
     longer side, a matrix stays split and each step all-reduces only its Gram matrix
-    (:math:`\min(A, B)^2` numbers); split along its shorter side, XLA gathers the matrix, its
-    transpose and the Gram matrix at every Newton-Schulz step: 2.5 times the matrix per step
-    for a 64x256 or 8x16 kernel split by rows, 12.5 times per update, where gathering the
-    momentum once would do (jadam cannot ask XLA for that without the mesh inside the
-    step). The leaves that are not matrices need no collective (``tests/test_sharding.py``).
+    (:math:`\min(A, B)^2` numbers). Split along its shorter side, every step needs it whole:
+    under a mesh of explicit axes (``jax.sharding.AxisType.Explicit`` with ``jax.set_mesh``),
+    where the traced array says how it is split, Muon gathers the momentum once before the
+    iteration and splits the result as the parameter is (a >2-D leaf likewise, before its
+    axes are merged); under automatic axes the trace cannot tell, and XLA gathers the matrix,
+    its transpose and the Gram matrix at every step: 2.5 times the matrix per step for a
+    64x256 or 8x16 kernel split by rows, 12.5 times per update. The leaves that are not
+    matrices need no collective (``tests/test_sharding.py``).
 
     Differences from other libraries: ``optax.contrib.muon(lr, consistent_rms=0.2)`` keeps a
     bias-corrected moving average where Muon's papers keep a sum; the two differ by a

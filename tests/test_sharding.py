@@ -216,3 +216,48 @@ def test_init_under_jit_sees_explicit_shardings_and_warns_on_automatic_ones() ->
         explicit, auto = report[f"Explicit/{layout}"], report[f"Auto/{layout}"]
         assert explicit == {"warned": False, "gathers": False, "w_spec": "P(None, 'model')"}
         assert auto["warned"], auto
+
+
+@pytest.fixture(scope="module")
+def explicit_report() -> dict:
+    """tests/explicit_updates.py: every optimizer under a mesh of explicit axes, its kernel,
+    bias and convolution split by rows, by columns and over both axes (AVX cap as above)."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=8 --xla_cpu_max_isa=AVX"}
+    out = subprocess.run([sys.executable, str(ROOT / "tests" / "explicit_updates.py")], env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_every_optimizer_updates_under_an_explicit_mesh(explicit_report: dict) -> None:
+    """Under explicit sharding an ambiguous sharding is an error (Muon's Newton-Schulz products
+    of a split kernel raised ShardingTypeError): every optimizer runs, keeps each update split
+    as its parameter, and equals the one-device update: bitwise where the math is elementwise,
+    within 2e-6 of scale where a reduction over a split leaf (a norm, a Gram matrix, a row
+    mean) sums in another order (measured: 1.3e-6 for Muon's all-reduced Gram matrix,
+    <= 2.5e-7 for the others)."""
+    assert {k.split("/")[0] for k in explicit_report} == set(jadam.optimizers)
+    for key, entry in explicit_report.items():
+        assert "error" not in entry, (key, entry)
+        assert entry["kept"], key
+        name = key.split("/")[0]
+        assert entry["diff"] <= (2e-6 if name in REDUCING | GATHERS else 0.0), (key, entry)
+        if name not in GATHERS:
+            assert entry["gathered_elements"] == 0, (key, entry)
+
+
+def test_muon_gathers_a_short_side_split_once_under_an_explicit_mesh(
+        explicit_report: dict) -> None:
+    """Where the mesh's axes are explicit, Muon sees how its matrix is split: along the
+    longer side (columns) it stays split (only the Gram matrix is all-reduced); along the
+    shorter side it is gathered once, before the Newton-Schulz loop, never inside it (under
+    automatic axes XLA gathers at every step; see test_muon_gathers_at_most_its_split_matrix):
+    the 8x16 kernel's 128 elements, or 192 split both ways (XLA gathers over one axis, then
+    the other)."""
+    kernel = 8 * 16
+    assert explicit_report["muon/model-cols"]["gathered_elements"] == 0
+    for part, most in [("model-rows", kernel), ("data-model", kernel + kernel // 2)]:
+        entry = explicit_report[f"muon/{part}"]
+        assert entry["gathers_in_loops"] == 0, (part, entry)
+        assert 0 < entry["gathered_elements"] <= most, (part, entry)
