@@ -428,7 +428,11 @@ def make_trainable(dataset: datasets.Dataset, *, optimizer: str | None = "adam",
                     rngs=nnx.Rngs(params=jax.random.fold_in(key, 0)))
         params = nnx.as_pure(nnx.state(model, nnx.Param))
         return {"params": params, "opt_state": transformation(config).init(params),
-                "t": jnp.zeros((), jnp.int32), "key": jax.random.key_data(key)}
+                "t": jnp.zeros((), jnp.int32), "key": jax.random.key_data(key),
+                "order": epoch_order(key, jnp.zeros((), jnp.int32))}
+
+    def epoch_order(key: jax.Array, epoch: jax.Array) -> jax.Array:
+        return jax.random.permutation(jax.random.fold_in(key, epoch + 1), n)
 
     def advance(config: Any, carry: dict[str, Any],
                 steps: int) -> tuple[dict[str, Any], dict[str, jax.Array]]:
@@ -437,11 +441,14 @@ def make_trainable(dataset: datasets.Dataset, *, optimizer: str | None = "adam",
 
         def step(c: dict[str, Any], _: Any) -> tuple[dict[str, Any], jax.Array]:
             epoch, at = c["t"] // per_epoch, c["t"] % per_epoch
-            order = jax.random.permutation(jax.random.fold_in(key, epoch + 1), n)
+            # The epoch's order is kept in the carry and drawn again only when an epoch
+            # starts: drawing a permutation of 60,000 took 34 ms, more than the step's 30.
+            order = jax.lax.cond(at == 0, lambda: epoch_order(key, epoch), lambda: c["order"])
             idx = jax.lax.dynamic_slice(order, (at * batch_size,), (batch_size,))
             params, opt_state, loss, _ = train_step(graphdef, tx, c["params"], c["opt_state"],
                                                     x_train[idx], y_train[idx])
-            return {**c, "params": params, "opt_state": opt_state, "t": c["t"] + 1}, loss
+            return {**c, "params": params, "opt_state": opt_state, "t": c["t"] + 1,
+                    "order": order}, loss
 
         if steps == 1:
             carry, loss = step(carry, None)
