@@ -322,8 +322,7 @@ def successive_halving(
       num_configs: how many configurations to sample (``None``: the whole grid).
       seed: seeds the sampling and is every run's training seed.
       metric: the scalar in ``advance``'s (or ``evaluate``'s) metrics to rank by, its value at
-        the end of a rung
-        (NaN ranks last).
+        the end of a rung (NaN ranks last).
       mode: ``"min"`` or ``"max"``.
       vectorize: runs side by side, as in :func:`sweep`.
       progress: called with a line after each rung.
@@ -679,8 +678,8 @@ def _stepped_runner(trainable: Trainable, steps: int, evaluate_every: int | None
                          f"evaluate_every ({every}), which must divide steps ({steps})")
 
     def runner(tx: optax.GradientTransformation, seed: int) -> Callable[[int], Any]:
-        start = jax.jit(lambda s: trainable.start(tx, s)).lower(jnp.int32(seed)).compile()
-        carry_shape = jax.eval_shape(lambda s: trainable.start(tx, s), jnp.int32(seed))
+        lowered = jax.jit(lambda s: trainable.start(tx, s)).lower(jnp.int32(seed))
+        start, carry_shape = lowered.compile(), lowered.out_info
         advance = jax.jit(lambda c: trainable.advance(tx, c, per_call),
                           donate_argnums=0).lower(carry_shape).compile()
         evaluate = None
