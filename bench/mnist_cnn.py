@@ -104,6 +104,14 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def machine_name() -> str:
+    """The CPU, its cores and, when JAX runs on an accelerator, which one and how many."""
+    name = f"{_cpu_name()}, {os.cpu_count()} cores ({platform.machine()})"
+    if jax.default_backend() != "cpu":
+        name += f", {jax.local_device_count()} x {jax.devices()[0].device_kind}"
+    return name
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40)
@@ -158,7 +166,7 @@ def main() -> None:
 
     meta = {
         "date": datetime.date.today().isoformat(),
-        "machine": f"{_cpu_name()}, {os.cpu_count()} cores ({platform.machine()})",
+        "machine": machine_name(),
         "python": platform.python_version(),
         "jax": jax.__version__, "optax": optax.__version__, "torch": torch_version,
         "backend": jax.default_backend(), "devices": jax.local_device_count(),

@@ -26,8 +26,9 @@ Contenders (where they apply):
   jadam.quantized(adam)          8-bit block-wise moments (jadam.quantized), where a leaf
                                  has at least 4,096 elements.
   jadam.quantized(adam, bits=4)  the same with 4-bit moments.
-  jadam.one_pass(adam)           with --fuse (XLA:CPU multi-output fusion for the whole
-                                 process, every contender): the update from the old moments.
+  jadam.one_pass(adam)           the update from the old moments: on GPU and TPU, and on CPU
+                                 with --fuse (XLA:CPU multi-output fusion for the whole
+                                 process, every contender).
   torch Adam foreach / fused     torch.optim.Adam(foreach=True) and (fused=True).
 
 Results: ``bench/results/run.json`` and the markdown table ``bench/results/run.md`` (quoted in
@@ -60,7 +61,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import jadam  # noqa: E402
-from bench.mnist_cnn import _cpu_name  # noqa: E402
+from bench.mnist_cnn import machine_name  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -198,7 +199,10 @@ def update_contenders(params: Any, grads: Any) -> list:
 
 
 def _fuses() -> bool:
-    return "xla_cpu_use_multi_output_fusion" in os.environ.get("XLA_FLAGS", "")
+    """Whether XLA fuses sibling loops here, so that ``jadam.one_pass`` is worth timing: on
+    GPU and TPU by default, on CPU only with the flag that ``--fuse`` sets."""
+    return (jax.default_backend() != "cpu"
+            or "xla_cpu_use_multi_output_fusion" in os.environ.get("XLA_FLAGS", ""))
 
 
 def torch_device() -> str:
@@ -573,8 +577,7 @@ def main(argv: list[str] | None = None) -> None:
     report: dict[str, Any] = {"meta": {
         "command": "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv),
         "date": datetime.date.today().isoformat(),
-        "machine": f"{_cpu_name()}, {os.cpu_count()} cores ({platform.machine()}), "
-                   f"backend {jax.default_backend()}",
+        "machine": f"{machine_name()}, backend {jax.default_backend()}",
         "python": platform.python_version(), "jax": jax.__version__,
         "optax": optax.__version__, "torch": torch_version, "rounds": args.rounds,
         "xla_flags": os.environ.get("XLA_FLAGS", ""), "contenders": args.contenders,
