@@ -25,7 +25,6 @@ array's update from the old moments. The layout composes them without knowing wh
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -296,7 +295,12 @@ def _step_scalars(
                     weight_decay=hp.pop("weight_decay", None))
     carry = {k: getattr(state, k).astype(dtype) for k in rule.carry_init()}
     own, new_carry = rule.scalars(given, count.astype(dtype), carry)
-    return dataclasses.replace(given, values={**hp, **own}), dict(new_carry)
+    # Computed once, read by every leaf's loop (hyperparams.per_step).
+    values = hyperparams.per_step(
+        {**hp, **own, "learning_rate": given.learning_rate, "weight_decay": given.weight_decay},
+        state.count)
+    return Scalars(values, learning_rate=values.pop("learning_rate"),
+                   weight_decay=values.pop("weight_decay")), dict(new_carry)
 
 
 #: The arguments of a full optimizer that the layout takes; the others are its block's.
