@@ -7,8 +7,8 @@ that depends on the loop's length and on the CPU: a packed buffer, a shard or a 
 another loop than the plain leaf's, and on an AMD EPYC with AVX and FMA their results differed by
 1 ulp where this project's Xeon gave equal bits (shared/notes/cpus-and-bits.md). Without FMA the
 same operations in the same order round alike, whatever the vector width. The in-process tests
-(tests/test_packing.py, tests/test_one_pass.py) compare the same layouts to 2 ulps with the
-host's full instruction set.
+(tests/test_packing.py, tests/test_one_pass.py) compare the same layouts with the host's full
+instruction set, to 2 ulps (of each array's largest magnitude in tests/test_packing.py).
 """
 
 from __future__ import annotations
