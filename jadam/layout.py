@@ -136,6 +136,8 @@ def per_leaf(
         k = blockwise.wrap(k, chunkable=not cautious)
         if one_pass_min_size is not None:
             k = one_pass.wrap(k, min_size=one_pass_min_size)
+        elif not cautious:  # (the cautious mask sums over the array: not one loop)
+            k = one_pass.automatic(k)
         return k
 
     fmt = quantize.FORMATS[quantize_bits]
