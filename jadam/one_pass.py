@@ -73,7 +73,7 @@ def wrap(kernel: Kernel, *, min_size: int) -> Kernel:
     def one_pass_kernel(
         rule: Rule, *, g: jax.Array, state: dict[str, Any], **kwargs: Any
     ) -> tuple[jax.Array, dict[str, Any]]:
-        if g.size < min_size or any(quantize.is_quantized(v) for v in state.values()):
+        if not _applies(g, state, min_size):
             return kernel(rule, g=g, state=state, **kwargs)
         _, new = kernel(rule, g=g, state=state, **kwargs)
         # The same update from the same old inputs, each times a 1 that XLA cannot see
@@ -103,9 +103,9 @@ def automatic(kernel: Kernel, *, min_size: int = AUTOMATIC_MIN_SIZE) -> Kernel:
     XLA fuses sibling loops on a GPU by default, so there the update from the old moments is
     one pass over memory: on an H200, 3-8% less time than the plain formula and 6-18% less
     than ``optax.adam`` on one leaf of 10M or 50M and on a 40M, 195-leaf transformer tree (one
-    run of 3 rounds, ``bench/README.md``). On a CPU the
-    duplicated arithmetic would be slower without XLA:CPU's flag (:func:`one_pass`), and TPU
-    has not been measured, so both keep the plain formula. The choice is made when the step is
+    run of 3 rounds, ``bench/README.md``). On a CPU the duplicated arithmetic would be slower
+    without XLA:CPU's flag (:func:`one_pass`), and TPU has not been measured, so both keep the
+    plain formula. The choice is made when the step is
     lowered for its device (``lax.platform_dependent``), not from the default backend, so a
     step compiled for the CPU of a machine with a GPU gets the CPU's loops; the branch not
     taken is not compiled. Compared with the plain formula, the moments may differ by an ulp
@@ -116,7 +116,7 @@ def automatic(kernel: Kernel, *, min_size: int = AUTOMATIC_MIN_SIZE) -> Kernel:
     def automatic_kernel(
         rule: Rule, *, g: jax.Array, state: dict[str, Any], **kwargs: Any
     ) -> tuple[jax.Array, dict[str, Any]]:
-        if g.size < min_size or any(quantize.is_quantized(v) for v in state.values()):
+        if not _applies(g, state, min_size):
             return kernel(rule, g=g, state=state, **kwargs)
 
         def plain(g: jax.Array, state: dict[str, Any]) -> tuple[jax.Array, dict[str, Any]]:
@@ -130,6 +130,11 @@ def automatic(kernel: Kernel, *, min_size: int = AUTOMATIC_MIN_SIZE) -> Kernel:
         return cast(tuple[jax.Array, dict[str, Any]], out)
 
     return automatic_kernel
+
+
+def _applies(g: jax.Array, state: dict[str, Any], min_size: int) -> bool:
+    """Whether an array is large enough for one pass and its state is not 8- or 4-bit."""
+    return g.size >= min_size and not any(quantize.is_quantized(v) for v in state.values())
 
 
 def _times_opaque_one(x: jax.Array) -> jax.Array:
