@@ -198,13 +198,8 @@ def test_the_step_scalars_are_computed_once_not_per_leaf(make) -> None:
 
     def converts(n: int) -> int:
         params = {f"w{i}": jnp.ones((i + 2, 3)) for i in range(n)}  # shapes all different
-        state = tx.init(params)
-
-        def step(p, s, g):
-            u, s = tx.update(g, s, p)
-            return optax.apply_updates(p, u), s
-
-        text = jax.jit(step).lower(params, state, params).compile().as_text()
+        text = jax.jit(helpers.train_step(tx)).lower(
+            params, tx.init(params), params).compile().as_text()
         return text.count(" convert(")
 
     few, many = converts(3), converts(12)

@@ -18,6 +18,7 @@ import optax
 import pytest
 
 import jadam
+from tests.helpers import train_step
 
 # (jadam.one_pass is the function; its module holds the automatic choice)
 one_pass_module = importlib.import_module("jadam.one_pass")
@@ -69,13 +70,6 @@ def test_one_loop_per_large_leaf_with_the_flag() -> None:
     assert plain[0] > 1, out.stdout
 
 
-def _step(tx: optax.GradientTransformation):  # type: ignore[no-untyped-def]
-    def step(p, s, g):  # type: ignore[no-untyped-def]
-        u, s = tx.update(g, s, p)
-        return optax.apply_updates(p, u), s
-    return jax.jit(step)
-
-
 def _tree(n: int) -> dict:
     return {"big": jnp.linspace(-1.0, 1.0, n), "small": jnp.linspace(0.5, 2.0, 100)}
 
@@ -90,7 +84,7 @@ def test_by_default_large_leaves_take_one_pass_when_lowered_for_a_gpu() -> None:
     def barriers(tree: dict, platform: str) -> int:
         tx = jadam.adam(1e-3)
         s = tx.init(tree)
-        lowered = _step(tx).trace(tree, s, tree).lower(lowering_platforms=(platform,))
+        lowered = jax.jit(train_step(tx)).trace(tree, s, tree).lower(lowering_platforms=(platform,))
         return lowered.as_text().count("optimization_barrier")
 
     small = {"small": _tree(n)["small"]}
@@ -110,7 +104,7 @@ def test_by_default_on_cpu_the_program_is_the_plain_one(monkeypatch: pytest.Monk
     def run() -> tuple:
         tx = jadam.adam(1e-3)
         s = tx.init(tree)
-        compiled = _step(tx).lower(tree, s, grads).compile()
+        compiled = jax.jit(train_step(tx)).lower(tree, s, grads).compile()
         p = tree
         for _ in range(3):
             p, s = compiled(p, s, grads)
