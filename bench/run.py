@@ -483,16 +483,19 @@ CASES = [
 # ---------------------------------------------------------------------------------------------
 
 
-def run_case(case: Case, rounds: int, only: list[str] | None = None) -> dict[str, Any]:
+def run_case(case: Case, rounds: int, only: list[str] | None = None,
+             reverse: bool = False) -> dict[str, Any]:
     n, builders = case.build()
     contenders = []
-    for build in builders:
+    for build in reversed(builders) if reverse else builders:
         if only and not any(w in build.contender for w in only):
             continue
         c = build()
         print(f"  built {c.name}" + (f" (compile {c.compile_s:.1f} s)" if c.compile_s else ""),
               flush=True)
         contenders.append(c)
+    if reverse:
+        contenders.reverse()  # (the table keeps its order)
     times: dict[str, list[float]] = {c.name: [] for c in contenders}
     for r in range(rounds):
         order = contenders[r % len(contenders):] + contenders[:r % len(contenders)]
@@ -523,7 +526,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"Measured {meta['date']} on {meta['machine']}; Python {meta['python']}, jax "
         f"{meta['jax']}, optax {meta['optax']}, torch {meta['torch'] or 'not installed'}. "
         f"Median and minimum ms per step over {meta['rounds']} interleaved rounds; ratios are "
-        "medians over optax.adam's and torch fused's (below 1 is faster).",
+        "medians over optax.adam's and torch fused's (below 1 is faster)."
+        + (" Contenders built in the reverse order (`--reverse`)."
+           if meta.get("built") == "in reverse" else ""),
         *([f"Command: `{meta['command']}`."] if meta.get("command") else []),
         "",
         "| case | contender | median ms | min ms | compile s | state B/param | temp MB "
@@ -559,6 +564,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fuse", action="store_true",
                         help="start XLA:CPU with multi-output fusion (XLA_FLAGS), for every "
                              "contender, and add jadam.one_pass(adam)")
+    parser.add_argument("--reverse", action="store_true",
+                        help="build the contenders in the reverse order: on 1,000 small leaves "
+                             "the first one built runs 15-20%% faster than a copy of itself "
+                             "built after it, so compare the two orders")
     args = parser.parse_args(argv)
     if args.fuse:  # before JAX's first computation, or XLA ignores it
         flag = "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion"
@@ -581,12 +590,14 @@ def main(argv: list[str] | None = None) -> None:
         "python": platform.python_version(), "jax": jax.__version__,
         "optax": optax.__version__, "torch": torch_version, "rounds": args.rounds,
         "xla_flags": os.environ.get("XLA_FLAGS", ""), "contenders": args.contenders,
+        "built": "in reverse" if args.reverse else "in order",
     }, "cases": {}}
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for case in chosen:
         print(case.name, flush=True)
-        report["cases"][case.name] = result = run_case(case, args.rounds, args.contenders)
+        report["cases"][case.name] = result = run_case(case, args.rounds, args.contenders,
+                                                       args.reverse)
         for cname, r in result["results"].items():
             print(f"    {cname:28s} {r['median_ms']:9.2f} ms  (min {r['min_ms']:.2f})  "
                   f"x optax {r.get('vs optax.adam', float('nan')):.2f}", flush=True)
