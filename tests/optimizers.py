@@ -687,8 +687,13 @@ CASES = [
     Case(
         "cautious_adamw-maximize",
         jadam.cautious_adamw,
-        {"b1": 0.8, "weight_decay": 0.0, "maximize": True},
-        reference.CautiousAdamW(b1=0.8, weight_decay=0.0, maximize=True),
+        # Not b1 = 0.8: b1 / (1 - b1) = 4, and a bfloat16 gradient of exactly -4 mu makes the
+        # new first moment an exact cancellation, whose sign (and so whether the cautious mask
+        # keeps the entry, and the scale of the whole leaf) is decided by float32 rounding: it
+        # agreed with the float64 reference with FMA and not without (a bfloat16 leaf 5% off).
+        # 0.85 / 0.15 has no short binary form, so no pair of short-mantissa values cancels.
+        {"b1": 0.85, "weight_decay": 0.0, "maximize": True},
+        reference.CautiousAdamW(b1=0.85, weight_decay=0.0, maximize=True),
     ),
     Case(
         "cautious_lion",
