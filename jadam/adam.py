@@ -16,7 +16,7 @@ import optax
 from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
-from jadam.equations import bias_correction, complement, ema, square
+from jadam.equations import bias_correction, ema, square
 from jadam.hyperparams import Scalar, ScalarOrSchedule
 from jadam.rule import Carry, Moment, Moments, Rule, Scalars, Step, adam_hyperparams, mu_nu
 
@@ -60,14 +60,12 @@ class AdamRule(Rule):
         new = {"mu": mu, "nu": nu}
         if self.amsgrad:
             nu = new["nu_max"] = jnp.maximum(state["nu_max"], nu)
-        if self.nesterov:  # (the two forms of the paper)
-            mu_hat = s.b1 * mu / s.bc1_next + complement(s.b1) * g / s.bc1
+        if self.nesterov:  # noqa: SIM108 (the two forms of the paper)
+            mu_hat = s.b1 * mu / s.bc1_next + (1 - s.b1) * g / s.bc1
         else:
             mu_hat = mu / s.bc1
         nu_hat = nu / s.bc2
-        if "eps_root" in s.values:  # (not there if given as the number 0: scale_by_adam)
-            nu_hat = nu_hat + s.eps_root
-        return mu_hat / (jnp.sqrt(nu_hat) + s.eps), new
+        return mu_hat / (jnp.sqrt(nu_hat + s.eps_root) + s.eps), new
 
 
 def scale_by_adam(
@@ -91,14 +89,8 @@ def scale_by_adam(
       An optax ``GradientTransformationExtraArgs`` with state :class:`ScaleByAdamState`.
     """
     fn = hyperparams.call_name("jadam.scale_by_adam")
-    hp = adam_hyperparams(fn, b1, b2, eps)
-    # eps_root given as the number 0 (the default) adds no term: nu_hat is never -0 (an average
-    # of squares from zero, divided by a positive number), so nu_hat + 0 is nu_hat, and a traced
-    # 0 gives the same updates (bit for bit without FMA; jadam.hyperparams). One operation
-    # fewer in each leaf's loop.
-    root = hyperparams.scalar(fn, "eps_root", eps_root)
-    if not hyperparams.is_zero(root):
-        hp["eps_root"] = root
+    hp = {**adam_hyperparams(fn, b1, b2, eps),
+          "eps_root": hyperparams.scalar(fn, "eps_root", eps_root)}
     moments: tuple[Moment, ...] = mu_nu(fn, mu_dtype, nu_dtype)
     if amsgrad:
         moments += (moments[1]._replace(name="nu_max"),)

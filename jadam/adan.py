@@ -42,17 +42,13 @@ class AdanRule(Rule):
         return self.proximal
 
     def scalars(self, hp: Scalars, t: jax.Array, carry: Carry) -> tuple[Carry, Carry]:
-        own = {
+        return {
             "bc1": bias_correction(hp.b1, t),
             "bc2": bias_correction(hp.b2, t),
             "bc3": bias_correction(hp.b3, t),
             # The first step has no previous gradient: its difference is 0.
             "has_prev": (t > 1).astype(t.dtype),
-        }
-        if self.proximal and hp.weight_decay is not None and hp.learning_rate is not None:
-            # The proximal step's factor 1 / (1 + lr * wd) (apply), once per step.
-            own["shrink"] = 1 / (1 + hp.learning_rate * hp.weight_decay)
-        return own, carry
+        }, carry
 
     def apply(self, s: Scalars, g: jax.Array, state: Moments, p: jax.Array | None) -> Step:
         diff = (g - state["prev_grad"]) * s.has_prev
@@ -69,7 +65,9 @@ class AdanRule(Rule):
             # but divides a 0-d array exactly, so a division would round differently for
             # scalar leaves than for the same numbers in a larger (or packed) array.
             assert p is not None
-            direction = (direction + s.weight_decay * p) * s.shrink
+            assert s.learning_rate is not None
+            wd = s.weight_decay
+            direction = (direction + wd * p) * (1 / (1 + s.learning_rate * wd))
         return direction, {"mu": mu, "mu_diff": mu_diff, "nu": nu, "prev_grad": g}
 
 

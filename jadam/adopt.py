@@ -37,31 +37,29 @@ class AdoptRule(Rule):
 
     def scalars(self, hp: Scalars, t: jax.Array, carry: Carry) -> tuple[Carry, Carry]:
         first = t == 1
-        clip = (t - 1) ** 0.25
         return {
             "eps": hp.eps,
             # Step 1 sets nu = g^2 and leaves mu at 0: b1 -> 1, b2 -> 0.
             "b1": jnp.where(first, jnp.ones_like(hp.b1), hp.b1),
             "b2": jnp.where(first, jnp.zeros_like(hp.b2), hp.b2),
-            "clip": clip,
-            "minus_clip": -clip,
+            "clip": (t - 1) ** 0.25,
         }, carry
 
     def apply(self, s: Scalars, g: jax.Array, state: Moments, p: jax.Array | None) -> Step:
         del p
         normalised = g / jnp.maximum(jnp.sqrt(state["nu"]), s.eps)
         if self.clipping:
-            normalised = _clip(normalised, s.minus_clip, s.clip)
+            normalised = _clip(normalised, s.clip)
         mu = ema(state["mu"], normalised, s.b1)
         direction = ema(mu, normalised, s.b1) if self.nesterov else mu
         return direction, {"mu": mu, "nu": ema(state["nu"], square(g), s.b2)}
 
 
-def _clip(x: jax.Array, low: jax.Array, bound: jax.Array) -> jax.Array:
-    """``x`` clipped to ``[low, bound]``, ``low`` being ``-bound`` (computed once per step); a
-    complex ``x`` has its modulus clipped to ``bound``, its phase kept."""
+def _clip(x: jax.Array, bound: jax.Array) -> jax.Array:
+    """``x`` clipped to ``[-bound, bound]``; a complex ``x`` has its modulus clipped to
+    ``bound``, its phase kept."""
     if not jnp.iscomplexobj(x):
-        return jnp.clip(x, low, bound)
+        return jnp.clip(x, -bound, bound)
     size = jnp.abs(x)
     over = size > bound
     return x * jnp.where(over, bound / jnp.where(over, size, 1), 1)

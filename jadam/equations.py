@@ -5,43 +5,13 @@ Complex arrays follow optax's convention (see :mod:`jadam.rule`): magnitudes are
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-from collections.abc import Iterable, Iterator
-
 import jax
 import jax.numpy as jnp
-
-_COMPLEMENTS: contextvars.ContextVar[tuple[tuple[jax.Array, jax.Array], ...]] = (
-    contextvars.ContextVar("jadam_complements", default=()))
 
 
 def ema(previous: jax.Array, value: jax.Array, decay: jax.Array) -> jax.Array:
     """An exponential moving average: ``decay * previous + (1 - decay) * value``."""
-    return decay * previous + complement(decay) * value
-
-
-def complement(x: jax.Array) -> jax.Array:
-    """``1 - x``. For one of the step's scalars (``s.b1``), the value the layout computed
-    with the step's other scalars, once per step, rather than one more operation in every
-    leaf: the same bits (see :func:`complements`)."""
-    for value, rest in _COMPLEMENTS.get():
-        if value is x:
-            return rest
-    return 1 - x
-
-
-@contextlib.contextmanager
-def complements(pairs: Iterable[tuple[jax.Array, jax.Array]]) -> Iterator[None]:
-    """Within it, :func:`complement` of each ``value`` of ``pairs`` is its ``rest``, a
-    precomputed ``1 - value``. The layout sets it around each leaf's rule
-    (:func:`jadam.stages.leaf_update`) with the step's scalars (:func:`jadam.hyperparams.per_step`):
-    the values are matched by identity, so only those exact scalars are replaced."""
-    token = _COMPLEMENTS.set(tuple(pairs))
-    try:
-        yield
-    finally:
-        _COMPLEMENTS.reset(token)
+    return decay * previous + (1 - decay) * value
 
 
 def abs_sq(x: jax.Array) -> jax.Array:

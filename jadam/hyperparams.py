@@ -28,10 +28,8 @@ Every hyperparameter of every jadam optimizer goes through this module:
   below FMA (``tests/test_without_fma.py``).
 * The step's scalars, once computed, go through :func:`per_step`, so that each leaf's loop
   receives them as arguments rather than recomputing them.
-* Two exceptions are structural, like ``amsgrad=False``: a weight decay given as the number 0
-  drops the decay term from the program, and so does Adam's ``eps_root`` (``nu_hat + 0`` is
-  ``nu_hat``, a second moment never being -0). Their updates equal those of a traced 0 as
-  above: bit for bit without FMA (a zero weight decay's with FMA too).
+* One exception is structural, like ``amsgrad=False``: a weight decay given as the number 0 drops
+  the decay term from the program. Its updates are still bit-identical to those of a traced 0.
 """
 
 from __future__ import annotations
@@ -213,12 +211,8 @@ def opaque(tree: Any, count: jax.Array, dtype: Any = jnp.float32) -> Any:
     return lax.optimization_barrier(jax.tree.map(lambda v: _cast(v, dtype) + zero, tree))
 
 
-def per_step(
-    values: dict[str, Any], count: jax.Array, complements: tuple[str, ...] = ()
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The step's scalars as values computed once, that each leaf's loop reads, and the
-    complements ``1 - v`` of those named in ``complements`` (for the moving averages of
-    :func:`jadam.equations.ema`), computed once alike.
+def per_step(values: dict[str, Any], count: jax.Array) -> dict[str, Any]:
+    """The step's scalars as values computed once, that each leaf's loop reads.
 
     XLA copies cheap scalar arithmetic into every loop that uses it: without this, each leaf's
     loop recomputes ``0 * count + value`` for each hyperparameter, so the compiled step grows
@@ -231,10 +225,6 @@ def per_step(
     by a broadcast scalar would not do: XLA rewrites that into a multiplication by the
     reciprocal, cheap again, and copies it into every loop.)
 
-    ``1 - v`` for each value named in ``complements`` goes in the same vector, so that a moving
-    average (:func:`jadam.equations.ema`) reads its ``1 - b1`` rather than computing it in every
-    leaf: the same subtraction, in the same dtype, once.
-
     One vector rather than one division per scalar matters for speed too: every leaf's loops
     then wait on the same value, and XLA:CPU schedules each leaf's moment loops side by side
     (the gradient read by the first is still in cache for the second). With one division per
@@ -242,23 +232,16 @@ def per_step(
     195-leaf tree, 5-14% slower than optax (``bench/README.md``). A fixed value and a traced
     one take the same path, so they stay bit-identical.
     """
-    def is_float(v: Any) -> bool:
-        return isinstance(v, jax.Array) and v.ndim == 0 and jnp.issubdtype(v.dtype, jnp.floating)
-
-    # The complements are computed here, from the same values, as 1 - v would be in a leaf.
-    rests = {("1 -", k): 1 - values[k] for k in complements if is_float(values.get(k))}
-    everything: dict[Any, Any] = {**values, **rests}
-    groups: dict[Any, list[Any]] = {}
-    for k, v in everything.items():
-        if is_float(v):
+    groups: dict[Any, list[str]] = {}
+    for k, v in values.items():
+        if isinstance(v, jax.Array) and v.ndim == 0 and jnp.issubdtype(v.dtype, jnp.floating):
             groups.setdefault(v.dtype, []).append(k)
-    out = dict(everything)
+    out = dict(values)
     for dtype, keys in groups.items():
         ones = 1 + 0 * (count.astype(dtype) + jnp.arange(len(keys), dtype=dtype))
-        vector = jnp.stack([everything[k] for k in keys]) / ones
+        vector = jnp.stack([values[k] for k in keys]) / ones
         out.update({k: vector[i] for i, k in enumerate(keys)})
-    return ({k: out[k] for k in values},
-            {k: out[("1 -", k)] for k in complements if ("1 -", k) in out})
+    return out
 
 
 def is_zero(value: F32 | Schedule) -> bool:

@@ -298,15 +298,11 @@ def _step_scalars(
     carry = {k: getattr(state, k).astype(dtype) for k in rule.carry_init()}
     own, new_carry = rule.scalars(given, count.astype(dtype), carry)
     # Computed once, read by every leaf's loop (hyperparams.per_step).
-    lr = given.learning_rate
-    values, complements = hyperparams.per_step(
-        {**hp, **own, "learning_rate": lr, "weight_decay": given.weight_decay,
-         "minus_learning_rate": None if lr is None else -lr},
-        state.count, complements=(*hp, *own))
+    values = hyperparams.per_step(
+        {**hp, **own, "learning_rate": given.learning_rate, "weight_decay": given.weight_decay},
+        state.count)
     return Scalars(values, learning_rate=values.pop("learning_rate"),
-                   weight_decay=values.pop("weight_decay"),
-                   minus_learning_rate=values.pop("minus_learning_rate"),
-                   complements=complements), dict(new_carry)
+                   weight_decay=values.pop("weight_decay")), dict(new_carry)
 
 
 #: The arguments of a full optimizer that the layout takes; the others are its block's.

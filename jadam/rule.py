@@ -60,17 +60,11 @@ class Scalars:
       learning_rate: this step's learning rate, for a rule that applies it; otherwise ``None``.
       weight_decay: this step's weight decay, for a rule that applies it and a leaf the mask
         selects; otherwise ``None``.
-      minus_learning_rate: ``-learning_rate``, for the layout's ``-lr * direction``.
-      complements: ``1 - v`` for the values by name (``complements["b1"]`` is ``1 - s.b1``),
-        which :func:`jadam.equations.ema` reads while :meth:`Rule.apply` runs
-        (:func:`jadam.equations.complements`).
     """
 
     values: Mapping[str, jax.Array]
     learning_rate: jax.Array | None = None
     weight_decay: jax.Array | None = None
-    minus_learning_rate: jax.Array | None = None
-    complements: Mapping[str, jax.Array] = dataclasses.field(default_factory=dict)
 
     def __getattr__(self, name: str) -> jax.Array:
         if name.startswith("__") or name == "values":  # (copy and pickle probe for these)

@@ -61,10 +61,7 @@ class ScheduleFreeRule(Rule):
         weight = lr_max ** hp.weight_lr_power
         weight_sum = carry["weight_sum"] + weight
         c = jnp.where(weight_sum > 0, weight / jnp.where(weight_sum > 0, weight_sum, 1), 0)
-        # The rate of y's step (apply), a scalar: computed here, once per step.
-        lr_y = lr_t * (1 - hp.b1 * (1 - c))
-        return ({"lr_t": lr_t, "c": c, "lr_y": lr_y},
-                {"lr_max": lr_max, "weight_sum": weight_sum, "b1": hp.b1})
+        return {"lr_t": lr_t, "c": c}, {"lr_max": lr_max, "weight_sum": weight_sum, "b1": hp.b1}
 
     def apply(self, s: Scalars, g: jax.Array, state: Moments, p: jax.Array | None) -> Step:
         assert p is not None
@@ -74,8 +71,8 @@ class ScheduleFreeRule(Rule):
         if s.weight_decay is not None:
             step = step + s.weight_decay * p
         # y' = (1 - b1) z' + b1 x' with x' = (1 - c) x + c z' and z' = z - lr_t * step, in
-        # terms of y and z: y' = y + c (z - y) - lr_t (1 - b1 (1 - c)) step (s.lr_y: scalars).
-        update = c * (z - p) - s.lr_y * step
+        # terms of y and z: y' = y + c (z - y) - lr_t (1 - b1 (1 - c)) step.
+        update = c * (z - p) - lr_t * (1 - s.b1 * (1 - c)) * step
         return update, {"z": z - lr_t * step, "nu": nu}
 
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
-from jadam import dtypes, equations
+from jadam import dtypes
 from jadam.rule import Moments, Rule, Scalars, Step
 
 #: How weight decay enters: added to the gradient (``"coupled"``, L2), to the direction
@@ -91,10 +91,9 @@ def leaf_update(
         s = dataclasses.replace(s, weight_decay=wd if mode == "rule" else None)
 
         gc = gradient_transforms(gc, pc, wd, maximize=options.maximize, decay=mode)
-        with equations.complements((s.values[k], c) for k, c in s.complements.items()):
-            direction, new = rule.apply(s, gc, {k: compute(v) for k, v in state.items()}, pc)
+        direction, new = rule.apply(s, gc, {k: compute(v) for k, v in state.items()}, pc)
         update = direction_transforms(direction, gc, pc, wd, s.learning_rate,
-                                      s.minus_learning_rate, options=options, decay=mode)
+                                      options=options, decay=mode)
         if no_params:
             update = jnp.where(wd == 0, update, jnp.asarray(jnp.nan, update.dtype))
         out_dtype = g.dtype if p is None else p.dtype
@@ -121,7 +120,6 @@ def direction_transforms(
     p: jax.Array | None,
     wd: jax.Array | None,
     lr: jax.Array | None,
-    minus_lr: jax.Array | None,
     *,
     options: Options,
     decay: Decay,
@@ -129,20 +127,18 @@ def direction_transforms(
     """The cautious mask, then decoupled weight decay and the learning rate: the update
     ``-lr * (direction + wd * p)``, or for a rule that applies the rate itself,
     ``direction - lr * wd * p``. (``wd * p + d`` is ``d`` exactly when ``wd`` is 0, so a zero
-    decay leaves the bits of ``-lr * d`` however XLA fuses it.) ``minus_lr`` is ``-lr``,
-    negated once per step rather than in every leaf's loop."""
+    decay leaves the bits of ``-lr * d`` however XLA fuses it.)"""
     if options.cautious:
         direction = cautious_mask(direction, g, negative=options.learning_rate == "rule")
     if options.learning_rate is None:
         return direction
     assert lr is not None  # (a learning-rate mode implies one)
     if options.learning_rate == "layout":
-        assert minus_lr is not None
         if decay == "decoupled":
             assert wd is not None
             assert p is not None
             direction = direction + wd * p
-        return minus_lr * direction
+        return -lr * direction
     if decay == "decoupled":
         assert wd is not None
         assert p is not None

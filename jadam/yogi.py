@@ -12,7 +12,7 @@ import optax
 from jax.typing import DTypeLike
 
 from jadam import hyperparams, layout
-from jadam.equations import complement, ema, square
+from jadam.equations import ema, square
 from jadam.hyperparams import Scalar, ScalarOrSchedule
 from jadam.rule import Moments, Rule, Scalars, Step, adam_hyperparams, mu_nu
 
@@ -36,7 +36,7 @@ class YogiRule(Rule):
         del p
         mu = ema(state["mu"], g, s.b1)
         g2 = square(g)
-        nu = state["nu"] - complement(s.b2) * jnp.sign(state["nu"] - g2) * g2  # (1 - b2)
+        nu = state["nu"] - (1 - s.b2) * jnp.sign(state["nu"] - g2) * g2
         return mu / (jnp.sqrt(nu) + s.eps), {"mu": mu, "nu": nu}
 
 

@@ -176,37 +176,6 @@ def test_zero_weight_decay_fixed_or_traced_gives_the_same_updates() -> None:
     chex.assert_trees_all_equal(jax.jit(lambda: run(0.0))(), jax.jit(run)(jnp.float32(0.0)))
 
 
-def test_zero_eps_root_fixed_or_traced_gives_the_same_updates() -> None:
-    """eps_root given as the number 0 (the default) drops its term, as a zero weight decay
-    does; a traced 0 keeps it, and a swept one can be nonzero. The updates are bit-identical
-    without FMA (tests/test_without_fma.py runs this test so): v_hat + 0 is v_hat for every
-    v_hat but -0, and v_hat, an average of squares divided by a positive number, is never -0.
-    With FMA, LLVM may contract the division by the bias correction (which XLA makes a
-    multiplication by its reciprocal) with the added 0 into one rounding: 1 ulp seen, 4 ulps of
-    scale allowed, as for the other hyperparameters. AMSGrad, Nesterov, a zero gradient."""
-    params = helpers.random_tree(np.random.default_rng(0))
-    grads = helpers.gradient_sequence(1, 10)
-    grads[3] = jax.tree.map(jnp.zeros_like, grads[3])
-
-    def run(eps_root):
-        tx = jadam.adam(0.75, eps_root=eps_root, amsgrad=True, nesterov=True)
-        state, updates = tx.init(params), []
-        for g in grads:
-            u, state = tx.update(g, state, params)
-            updates.append(u)
-        return updates
-
-    fixed = jax.jit(lambda: run(0.0))()
-    traced = jax.jit(run)(jnp.float32(0.0))
-    if helpers.WITHOUT_FMA:
-        chex.assert_trees_all_equal(fixed, traced)
-    else:
-        helpers.assert_trees_within_scale_ulps(traced, fixed, ulps=4)
-    # And the term is there when it is not 0: a different result.
-    other = jax.jit(lambda: run(1e-2))()
-    assert not np.array_equal(fixed[0]["layer"]["w"], other[0]["layer"]["w"])
-
-
 def test_weight_decay_schedule() -> None:
     """A schedule of weight decay is read at the count before the update, like the rate."""
     params = {"w": jnp.full((2,), 2.0)}
@@ -244,11 +213,9 @@ def test_each_leafs_moment_loops_run_side_by_side() -> None:
     """XLA:CPU runs the compiled loops in one order. When each moment's loops waited on a
     scalar of their own, it ran every leaf's second-moment loop, then every first-moment one:
     the gradient, read by both, was gone from cache by the second read, 5-14% slower than
-    optax on a 40M-parameter tree. Most leaves' two moment loops should follow each other
-    (11 of 12 here, 9 with the complements 1 - b in the step's scalars: the first few leaves'
-    loops interleave, the rest pair up; the old schedule paired none)."""
+    optax on a 40M-parameter tree. Most leaves' two moment loops should follow each other."""
     tx = jadam.adam(1e-3)
-    params = {f"w{i}": jnp.ones((i + 2, 3)) for i in range(12)}  # shapes all different
+    params = {f"w{i}": jnp.ones((i + 2, 3)) for i in range(6)}  # shapes all different
     text = jax.jit(helpers.train_step(tx)).lower(
         params, tx.init(params), params).compile().as_text()
     order = []  # (moment, rows) of each moment loop, in the order the program runs them
@@ -258,6 +225,6 @@ def test_each_leafs_moment_loops_run_side_by_side() -> None:
             moment = "mu" if "s_mu" in operands else "nu" if "s_nu" in operands else None
             if moment is not None:
                 order.append((moment, line.split("f32[", 1)[1].split(",", 1)[0]))
-    assert sorted(order) == sorted((m, str(i + 2)) for m in ("mu", "nu") for i in range(12))
+    assert sorted(order) == sorted((m, str(i + 2)) for m in ("mu", "nu") for i in range(6))
     side_by_side = sum(a[1] == b[1] for a, b in itertools.pairwise(order))
-    assert side_by_side >= 8, order
+    assert side_by_side >= 4, order

@@ -136,37 +136,6 @@ def test_traced_hyperparameters_match_fixed(case: Case) -> None:
     helpers.assert_trees_within_scale_ulps(traced, fixed, ulps=4)
 
 
-def _is_elementwise(case: Case) -> bool:
-    """Whether the case's rule is elementwise, with no per-array reduction around it (the
-    cautious mask sums over the array)."""
-    recipe = getattr(case.make(), "recipe", None)
-    return (recipe is not None and recipe.args[0].elementwise
-            and not recipe.keywords.get("cautious"))
-
-
-ELEMENTWISE = [c for c in CASES if _is_elementwise(c)]
-
-
-def _scalar_operations(tx: optax.GradientTransformation, leaves: int) -> int:
-    """How many operations of ``tx.update`` on a tree of ``leaves`` float32 arrays (each of
-    its own shape) give scalars, in the traced program."""
-    params = {f"w{i}": jnp.ones((3 + i, 5), jnp.float32) for i in range(leaves)}
-    jaxpr = jax.make_jaxpr(tx.update)(params, tx.init(params), params).jaxpr
-    return sum(all(v.aval.ndim == 0 for v in e.outvars) for e in jaxpr.eqns)
-
-
-@pytest.mark.parametrize("case", ELEMENTWISE, ids=[c.id for c in ELEMENTWISE])
-def test_a_leaf_adds_no_scalar_arithmetic(case: Case) -> None:
-    """An elementwise optimizer's scalar arithmetic (bias corrections, ``1 - b1``, ``-lr``)
-    belongs to the step: another leaf adds array operations only, in the traced program.
-    Scalar operations in each leaf's math cost tracing and compile time per leaf (on 1,000
-    leaves, a few tenths of a second; bench/README.md). (tests/test_adam.py checks the
-    compiled program's side: the loops read the step's scalars.)"""
-    tx = case.make()
-    assert _scalar_operations(tx, 2) == _scalar_operations(tx, 1)
-    assert _scalar_operations(tx, 3) == _scalar_operations(tx, 1)
-
-
 @pytest.mark.parametrize("case", CASES, ids=ids)
 def test_vmapped_hyperparameters_match_solo_runs(case: Case) -> None:
     """A vmapped sweep over hyperparameters gives each configuration's solo result.
